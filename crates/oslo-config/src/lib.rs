@@ -1,0 +1,1 @@
+//! oslo.config-compatible configuration for nova.conf (placeholder; being written).
