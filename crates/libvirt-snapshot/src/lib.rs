@@ -11,3 +11,9 @@
 //! Must not know: RPC, nova-conductor, task states or Glance. It produces a
 //! standalone image (or a view of one) and reports progress; the caller decides
 //! where it goes.
+
+mod error;
+mod hypervisor;
+
+pub use error::SnapshotError;
+pub use hypervisor::{default_connection_uri, HostVersions, Hypervisor, PowerState, Version};
