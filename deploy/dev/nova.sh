@@ -89,3 +89,10 @@ nova_status() {
         echo "nova          down  (nova-conductor)"
     fi
 }
+
+# nova's own API and object code as a command-line peer (see nova_peer.py):
+#   nova_peer create-instance --host H --uuid U ...; nova_peer snapshot --uuid U --name N
+nova_peer() {
+    "$NOVA_VENV/bin/python" "$REPO_DIR/deploy/dev/nova_peer.py" --config-file "$NOVA_CONF" "$@" \
+        2>>"$LOG_DIR/nova-peer.log"
+}
