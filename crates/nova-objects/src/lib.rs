@@ -8,3 +8,15 @@
 //!
 //! Must not know: how a snapshot is taken or uploaded. It speaks to the
 //! conductor through `oslo-messaging` and never touches libvirt or Glance.
+
+mod error;
+mod image_meta;
+mod instance;
+mod primitive;
+mod states;
+
+pub use error::ObjectError;
+pub use image_meta::{bool_from_string, ImageMeta};
+pub use instance::{Instance, INSTANCE_VERSION};
+pub use primitive::ObjectPrimitive;
+pub use states::{PowerState, TaskState, VmState};
