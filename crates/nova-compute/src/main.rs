@@ -9,4 +9,58 @@
 //! Must not know: wire encodings, libvirt C calls or HTTP details; those live
 //! in the crates below it.
 
-fn main() {}
+mod cli;
+
+use std::error::Error;
+use std::process::ExitCode;
+
+use cli::Command;
+use oslo_config::Config;
+
+/// Exit status for bad usage or configuration (as argparse/oslo use).
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let command = match cli::parse(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    match command {
+        Command::Help => {
+            println!("{}", cli::USAGE);
+            ExitCode::SUCCESS
+        }
+        Command::DumpConfig(args) => match Config::load(&args) {
+            Ok(cfg) => {
+                println!("{}", cfg.dump_json());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Command::Run(args) => match Config::load(&args) {
+            Ok(cfg) => run(&cfg),
+            Err(e) => fail(&e),
+        },
+    }
+}
+
+/// The service itself; only configuration exists so far.
+fn run(cfg: &Config) -> ExitCode {
+    eprintln!(
+        "nova-compute: configuration for host {} loaded; the service is not implemented yet",
+        cfg.default.host
+    );
+    ExitCode::FAILURE
+}
+
+/// Prints an error with its whole `source()` chain, once, and picks the exit code.
+fn fail(error: &dyn Error) -> ExitCode {
+    let mut message = format!("nova-compute: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    eprintln!("{message}");
+    ExitCode::from(EXIT_CONFIG)
+}
