@@ -1,0 +1,192 @@
+//! Opening one AMQP connection to one broker of the transport URL: the URI
+//! lapin needs (credentials, vhost, heartbeat, login method), TLS from the
+//! `ssl_*` options, oslo's `connection_name`, and host failover order.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
+use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo, SASLMechanism};
+use lapin::{Connect, Connection, ConnectionProperties};
+use tracing::{error, info};
+
+use crate::error::Error;
+use crate::options::RabbitOptions;
+use crate::url::{TransportHost, TransportUrl};
+
+/// How long one connection attempt to one host may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything needed to (re)connect, fixed at transport creation.
+pub(crate) struct Connector {
+    hosts: Vec<TransportHost>,
+    vhost: String,
+    options: RabbitOptions,
+    tls: Option<OwnedTLSConfig>,
+    cursor: AtomicUsize,
+    connection_id: String,
+}
+
+impl Connector {
+    pub fn new(url: &TransportUrl, options: &RabbitOptions) -> Result<Self, Error> {
+        options.validate()?;
+        let ssl = options.ssl || url.ssl_requested();
+        let tls = if ssl { Some(tls_config(options)?) } else { None };
+        let mut hosts = url.hosts.clone();
+        // oslo shuffles the hosts once, then fails over round-robin.
+        shuffle(&mut hosts);
+        Ok(Self {
+            hosts,
+            vhost: url.virtual_host.clone(),
+            options: options.clone(),
+            tls,
+            cursor: AtomicUsize::new(0),
+            connection_id: uuid::Uuid::new_v4().to_string(),
+        })
+    }
+
+    /// Tries each host once, starting with the next one in failover order.
+    pub async fn connect_any(&self) -> Result<(Connection, String), Error> {
+        let mut last = None;
+        for _ in 0..self.hosts.len() {
+            let host = self.next_host();
+            let label = format!("{}:{}", host.hostname, host.port);
+            match self.connect_host(host).await {
+                Ok(conn) => {
+                    info!(connection_id = %self.connection_id, broker = %label, "connected to AMQP server");
+                    return Ok((conn, label));
+                }
+                Err(e) => {
+                    error!(connection_id = %self.connection_id, broker = %label, error = %error_chain(&e), "AMQP server is unreachable");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or(Error::Config("transport_url has no hosts".into())))
+    }
+
+    fn next_host(&self) -> &TransportHost {
+        let i = if self.options.kombu_failover_strategy == "shuffle" {
+            random_index(self.hosts.len())
+        } else {
+            self.cursor.fetch_add(1, Ordering::Relaxed) % self.hosts.len()
+        };
+        &self.hosts[i]
+    }
+
+    async fn connect_host(&self, host: &TransportHost) -> Result<Connection, Error> {
+        let uri = self.uri(host);
+        let props = ConnectionProperties::default().with_connection_name(connection_name(&self.connection_id).into());
+        let runtime = lapin::runtime::default_runtime().map_err(|e| Error::connection("start lapin runtime", e))?;
+        let tls = self.tls.clone().unwrap_or_default();
+        let attempt = uri.connect_with_config(props, tls, runtime);
+        match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+            Ok(result) => result.map_err(|e| Error::connection(format!("connect to {}:{}", host.hostname, host.port), e)),
+            Err(_) => Err(Error::Config(format!("connecting to {}:{} timed out after {CONNECT_TIMEOUT:?}", host.hostname, host.port))),
+        }
+    }
+
+    fn uri(&self, host: &TransportHost) -> AMQPUri {
+        let mechanism = if self.options.rabbit_login_method == "PLAIN" { SASLMechanism::Plain } else { SASLMechanism::AMQPlain };
+        AMQPUri {
+            scheme: if self.tls.is_some() { AMQPScheme::AMQPS } else { AMQPScheme::AMQP },
+            authority: AMQPAuthority {
+                userinfo: AMQPUserInfo { username: host.username.clone(), password: host.password.clone() },
+                host: host.hostname.clone(),
+                port: host.port,
+            },
+            vhost: self.vhost.clone(),
+            query: AMQPQueryString {
+                heartbeat: Some(self.options.heartbeat_timeout_threshold),
+                auth_mechanism: Some(mechanism),
+                connection_timeout: Some(CONNECT_TIMEOUT.as_millis() as u64),
+                ..Default::default()
+            },
+        }
+    }
+
+    pub fn options(&self) -> &RabbitOptions {
+        &self.options
+    }
+}
+
+/// oslo's connection name: `<argv0 basename>:<pid>:<connection uuid>`.
+fn connection_name(connection_id: &str) -> String {
+    let argv0 = std::env::args().next().unwrap_or_default();
+    let base = std::path::Path::new(&argv0).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    format!("{base}:{}:{connection_id}", std::process::id())
+}
+
+fn tls_config(o: &RabbitOptions) -> Result<OwnedTLSConfig, Error> {
+    let read = |option: &'static str, path: &str| {
+        std::fs::read(path).map_err(|source| Error::TlsFile { option, path: path.to_owned(), source })
+    };
+    let cert_chain = if o.ssl_ca_file.is_empty() {
+        None
+    } else {
+        Some(String::from_utf8_lossy(&read("ssl_ca_file", &o.ssl_ca_file)?).into_owned())
+    };
+    let identity = match (o.ssl_cert_file.is_empty(), o.ssl_key_file.is_empty()) {
+        (false, false) => Some(OwnedIdentity::PKCS8 { pem: read("ssl_cert_file", &o.ssl_cert_file)?, key: read("ssl_key_file", &o.ssl_key_file)? }),
+        (true, true) => None,
+        _ => return Err(Error::Config("ssl_cert_file and ssl_key_file must be set together".into())),
+    };
+    Ok(OwnedTLSConfig { identity, cert_chain })
+}
+
+fn random_index(len: usize) -> usize {
+    let r = u128::from_le_bytes(*uuid::Uuid::new_v4().as_bytes());
+    (r % len.max(1) as u128) as usize
+}
+
+fn shuffle<T>(items: &mut [T]) {
+    for i in (1..items.len()).rev() {
+        items.swap(i, random_index(i + 1));
+    }
+}
+
+/// `error: cause: cause` for log lines.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_carries_credentials_vhost_heartbeat_and_amqplain() {
+        let url = TransportUrl::parse("rabbit://nova:pw@h1:5673/vh").unwrap();
+        let c = Connector::new(&url, &RabbitOptions::default()).unwrap();
+        let uri = c.uri(&c.hosts[0]);
+        assert_eq!(uri.authority.userinfo.username, "nova");
+        assert_eq!(uri.authority.port, 5673);
+        assert_eq!(uri.vhost, "vh");
+        assert_eq!(uri.query.heartbeat, Some(60));
+        assert_eq!(uri.query.auth_mechanism, Some(SASLMechanism::AMQPlain));
+        assert_eq!(uri.scheme, AMQPScheme::AMQP);
+    }
+
+    #[test]
+    fn round_robin_visits_every_host() {
+        let url = TransportUrl::parse("rabbit://a,b,c/").unwrap();
+        let c = Connector::new(&url, &RabbitOptions::default()).unwrap();
+        let mut seen: Vec<String> = (0..3).map(|_| c.next_host().hostname.clone()).collect();
+        seen.sort();
+        assert_eq!(seen, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn missing_tls_files_are_named() {
+        let o = RabbitOptions { ssl: true, ssl_ca_file: "/nonexistent/ca.pem".into(), ..Default::default() };
+        let e = Connector::new(&TransportUrl::parse("rabbit://h/").unwrap(), &o).err().unwrap();
+        assert!(e.to_string().contains("ssl_ca_file"), "{e}");
+    }
+}

@@ -1,0 +1,253 @@
+//! oslo's `RPCClient`: casts, and calls that wait on one reply queue per
+//! transport (`reply_<uuid hex>` or a queue-manager name, `x-expires` = the
+//! transient TTL), with the call timeout as the `expiration` property, the
+//! call-monitor timeout (`_timeout`) renewed by `ending: false` heartbeats,
+//! and remote failures decoded into [`Error::Remote`].
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicAckOptions, BasicRejectOptions};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::codec::{self, new_id, Reply, Request};
+use crate::context::Context;
+use crate::error::Error;
+use crate::remote_error::RemoteError;
+use crate::target::Target;
+use crate::topology;
+use crate::transport::{Destination, Incoming, Inner, Subscription, Transport};
+
+/// oslo's default `rpc_response_timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Sends casts and calls to a target.
+#[derive(Debug, Clone)]
+pub struct RpcClient {
+    transport: Transport,
+    target: Target,
+    timeout: Duration,
+    call_monitor_timeout: Option<Duration>,
+}
+
+impl RpcClient {
+    /// A client for `target` with a 60 s timeout and no call monitor.
+    pub fn new(transport: &Transport, target: Target) -> Self {
+        Self { transport: transport.clone(), target, timeout: DEFAULT_TIMEOUT, call_monitor_timeout: None }
+    }
+
+    /// Sets the call timeout (`rpc_response_timeout`); also the message `expiration`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the call-monitor timeout: the server heartbeats every half of it
+    /// and the call fails early when heartbeats stop.
+    pub fn with_call_monitor_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.call_monitor_timeout = timeout;
+        self
+    }
+
+    /// A copy of this client for another target (oslo's `prepare`).
+    pub fn prepare(&self, target: Target) -> Self {
+        Self { target, ..self.clone() }
+    }
+
+    /// The target.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Sends a cast: no reply, no expiration.
+    pub async fn cast<A: Serialize>(&self, ctx: &Context, method: &str, args: A) -> Result<(), Error> {
+        let request = self.request(ctx, method, args, None)?;
+        let out = codec::encode(&request.to_message(), None, self.compression()).map_err(Error::Encode)?;
+        debug!(method, unique_id = ?request.unique_id, routing_key = %self.target.routing_key(), "CAST");
+        self.transport.inner.publish(&self.destination(), &out, Instant::now() + self.timeout).await
+    }
+
+    /// Sends a call and waits for its final reply.
+    pub async fn call<A: Serialize>(&self, ctx: &Context, method: &str, args: A) -> Result<Value, Error> {
+        let inner = &self.transport.inner;
+        let waiter = inner.reply_waiter.get_or_try_init(|| ReplyWaiter::start(inner)).await?.clone();
+        let msg_id = new_id();
+        let mut request = self.request(ctx, method, args, Some((msg_id.clone(), waiter.queue.clone())))?;
+        request.timeout = Some(self.call_monitor_timeout.map_or(Value::Null, seconds_value));
+        let expiration_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+        let out = codec::encode(&request.to_message(), Some(expiration_ms), self.compression()).map_err(Error::Encode)?;
+        let deadline = Instant::now() + self.timeout;
+        let mut replies = waiter.listen(&msg_id);
+        let _unlisten = Unlisten { waiter: &waiter, msg_id: &msg_id };
+        debug!(method, msg_id, routing_key = %self.target.routing_key(), "CALL");
+        inner.publish(&self.destination(), &out, deadline).await?;
+        self.wait_reply(&mut replies, &msg_id, deadline).await
+    }
+
+    /// A call whose result is deserialized into `R`.
+    pub async fn call_as<A: Serialize, R: DeserializeOwned>(&self, ctx: &Context, method: &str, args: A) -> Result<R, Error> {
+        let v = self.call(ctx, method, args).await?;
+        serde_json::from_value(v).map_err(|e| Error::Decode(codec::DecodeError::Failure(format!("unexpected result of {method}: {e}"))))
+    }
+
+    async fn wait_reply(&self, replies: &mut mpsc::UnboundedReceiver<Reply>, msg_id: &str, deadline: Instant) -> Result<Value, Error> {
+        let mut monitor_deadline = self.call_monitor_timeout.map(|t| Instant::now() + t);
+        let mut final_reply = Value::Null;
+        loop {
+            let until = monitor_deadline.map_or(deadline, |m| m.min(deadline));
+            let reply = match tokio::time::timeout_at(until.into(), replies.recv()).await {
+                Err(_) => return Err(Error::Timeout { msg_id: msg_id.to_owned() }),
+                Ok(None) => return Err(Error::Closed),
+                Ok(Some(r)) => r,
+            };
+            if let Some(f) = reply.failure {
+                return Err(Error::Remote(Box::new(RemoteError::from_failure_string(&f)?)));
+            }
+            if !reply.result.is_null() {
+                final_reply = reply.result;
+            } else if !reply.ending {
+                debug!(msg_id, "call-monitor heartbeat received; renewing timeout timer");
+                monitor_deadline = self.call_monitor_timeout.map(|t| Instant::now() + t);
+            }
+            if reply.ending {
+                return Ok(final_reply);
+            }
+        }
+    }
+
+    fn request<A: Serialize>(&self, ctx: &Context, method: &str, args: A, call: Option<(String, String)>) -> Result<Request, Error> {
+        let args = match serde_json::to_value(args).map_err(Error::Encode)? {
+            Value::Object(m) => m,
+            Value::Null => Map::new(),
+            _ => return Err(Error::Encode(<serde_json::Error as serde::ser::Error>::custom("RPC arguments must serialize to a JSON object"))),
+        };
+        let (msg_id, reply_q) = call.unzip();
+        Ok(Request {
+            method: method.to_owned(),
+            args,
+            namespace: self.target.namespace.clone(),
+            version: self.target.version.clone(),
+            msg_id,
+            reply_q,
+            timeout: None,
+            unique_id: Some(new_id()),
+            context: ctx.clone(),
+            extra: Map::new(),
+        })
+    }
+
+    fn destination(&self) -> Destination {
+        let o = self.transport.options();
+        if self.target.fanout {
+            return Destination::Fanout { exchange: topology::fanout_exchange(o, &self.target.topic) };
+        }
+        let exchange = self.target.exchange.as_deref().unwrap_or(self.transport.control_exchange());
+        Destination::Topic { exchange: topology::topic_exchange(o, exchange), routing_key: self.target.routing_key() }
+    }
+
+    fn compression(&self) -> Option<&str> {
+        self.transport.options().kombu_compression.as_deref().filter(|c| !c.is_empty())
+    }
+}
+
+/// Whole seconds as a JSON integer (what Python callers send), else a float.
+fn seconds_value(d: Duration) -> Value {
+    if d.subsec_nanos() == 0 { Value::from(d.as_secs()) } else { Value::from(d.as_secs_f64()) }
+}
+
+/// Removes a call's waiter however the call ends.
+struct Unlisten<'a> {
+    waiter: &'a ReplyWaiter,
+    msg_id: &'a str,
+}
+
+impl Drop for Unlisten<'_> {
+    fn drop(&mut self) {
+        self.waiter.lock_waiters().remove(self.msg_id);
+    }
+}
+
+/// The per-transport reply queue and the calls waiting on it.
+pub(crate) struct ReplyWaiter {
+    pub(crate) queue: String,
+    waiters: Mutex<HashMap<String, mpsc::UnboundedSender<Reply>>>,
+    seen: Mutex<VecDeque<String>>,
+}
+
+impl ReplyWaiter {
+    async fn start(inner: &Arc<Inner>) -> Result<Arc<Self>, Error> {
+        let o = inner.options();
+        let suffix = if o.use_queue_manager { topology::queue_manager_name(o) } else { new_id() };
+        let queue = format!("reply_{suffix}");
+        let (tx, rx) = mpsc::channel(256);
+        let sub = Subscription::new(vec![topology::reply_queue(o, &queue)], o.rabbit_qos_prefetch_count, tx);
+        inner.subscribe(sub).await?;
+        info!(reply_queue = %queue, "created reply queue");
+        let me = Arc::new(Self { queue, waiters: Mutex::new(HashMap::new()), seen: Mutex::new(VecDeque::new()) });
+        tokio::spawn(route_replies(Arc::downgrade(&me), rx));
+        Ok(me)
+    }
+
+    fn lock_waiters(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Reply>>> {
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn listen(&self, msg_id: &str) -> mpsc::UnboundedReceiver<Reply> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock_waiters().insert(msg_id.to_owned(), tx);
+        rx
+    }
+
+    fn is_duplicate(&self, unique_id: Option<&str>) -> bool {
+        let Some(id) = unique_id else { return false };
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.iter().any(|s| s == id) {
+            return true;
+        }
+        if seen.len() == 16 {
+            seen.pop_front();
+        }
+        seen.push_back(id.to_owned());
+        false
+    }
+
+    async fn route(&self, incoming: Incoming) {
+        let Incoming { delivery, queue } = incoming;
+        let decoded = codec::decode(&delivery.properties, &delivery.data).and_then(Reply::from_message);
+        let reply = match decoded {
+            Ok(r) => r,
+            Err(reason) => {
+                warn!(queue, %reason, "dropping malformed reply");
+                let _ = delivery.acker.reject(BasicRejectOptions { requeue: false }).await;
+                return;
+            }
+        };
+        let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+        if self.is_duplicate(reply.unique_id.as_deref()) {
+            return;
+        }
+        let Some(msg_id) = reply.msg_id.clone() else {
+            warn!(queue, "dropping reply without _msg_id");
+            return;
+        };
+        let sender = self.lock_waiters().get(&msg_id).cloned();
+        match sender {
+            Some(tx) => {
+                let _ = tx.send(reply);
+            }
+            None => info!(msg_id, "no calling threads waiting for msg_id"),
+        }
+    }
+}
+
+async fn route_replies(weak: std::sync::Weak<ReplyWaiter>, mut rx: mpsc::Receiver<Incoming>) {
+    while let Some(incoming) = rx.recv().await {
+        let Some(waiter) = weak.upgrade() else { return };
+        waiter.route(incoming).await;
+    }
+}
