@@ -36,6 +36,14 @@ def _setup(config_file):
     rpc.init(config.CONF)
 
 
+def _parse_context_json(text):
+    """A RequestContext from a to_dict() JSON document (what a Rust test
+    sent), so nova builds payloads for exactly that request."""
+    from nova import context
+
+    return context.RequestContext.from_dict(json.loads(text))
+
+
 def _context(args, admin=True):
     from nova import context
 
@@ -123,7 +131,9 @@ def _instance_report(ctx, instance_uuid):
     return {
         'uuid': inst.uuid, 'host': inst.host, 'deleted': bool(inst.deleted),
         'vm_state': inst.vm_state, 'task_state': inst.task_state,
-        'power_state': inst.power_state,
+        'power_state': inst.power_state, 'display_name': inst.display_name,
+        'progress': inst.progress, 'locked': inst.locked,
+        'system_metadata': dict(inst.system_metadata),
         'faults': [{'code': f.code, 'message': f.message, 'details': f.details,
                     'host': f.host} for f in faults],
         'actions': actions,
@@ -194,11 +204,86 @@ def cmd_delete_instance(args):
     return _instance_report(ctx, args.uuid)
 
 
+def cmd_start_action(args):
+    """nova-api's _record_action_start: the action compute events attach to."""
+    from nova import objects
+
+    ctx = _context(args)
+    action = objects.InstanceAction.action_start(ctx, args.uuid, args.action,
+                                                 want_result=True)
+    return {'action_id': action.id, 'request_id': ctx.request_id,
+            'instance': _instance_report(ctx, args.uuid)}
+
+
+def cmd_set_service_version(args):
+    """Rewrites a Service row's version behind nova's object layer (which
+    refuses versions below the deployment minimum), to test upgrades."""
+    from nova.db.main import api as db
+    from nova import objects
+
+    ctx = _context(args)
+    svc = objects.Service.get_by_host_and_binary(ctx, args.host, 'nova-compute')
+    db.service_update(ctx, svc.id, {'version': args.version})
+    return cmd_service(args)
+
+
+def cmd_fault_expected(args):
+    """What nova's add_instance_fault_from_exc stores for an exception with
+    this message and code: the reference our faults are compared to."""
+    from nova.compute import utils as compute_utils
+    from nova import exception
+
+    class PeerFault(exception.NovaException):
+        msg_fmt = '%(text)s'
+
+    exc = PeerFault(text=args.message, code=args.code)
+    fault = compute_utils.exception_to_dict(exc)
+    return {'code': fault['code'], 'message': fault['message'],
+            'details_included': args.code == 500}
+
+
+def cmd_snapshot_payloads(args):
+    """nova's own snapshot notification payloads for an instance, built the
+    way ComputeManager._snapshot_instance builds them, plus the instance
+    primitive they were built from."""
+    from nova.notifications.objects import instance as instance_notification
+    from nova import notifications
+
+    from nova import conf
+    from nova import objects
+    from nova import rpc
+
+    # Payload population only runs with versioned notifications on.
+    rpc.cleanup()
+    conf.CONF.set_override('notification_format', 'both', 'notifications')
+    rpc.init(conf.CONF)
+    ctx = _parse_context_json(args.context_json)
+    # Round-trip through the wire form: nova-compute builds its payloads from
+    # the instance it received over RPC (datetimes without microseconds).
+    primitive = _get_instance(ctx, args.uuid).obj_to_primitive()
+    inst = objects.Instance.obj_from_primitive(primitive, context=ctx)
+    versioned = instance_notification.InstanceActionSnapshotPayload(
+        context=ctx, instance=inst, fault=None,
+        snapshot_image_id=args.image_id)
+    versioned.obj_reset_changes(recursive=True)
+    legacy = notifications.info_from_instance(
+        ctx, inst, None, populate_image_ref_url=True)
+    return {'instance': primitive,
+            'versioned': versioned.obj_to_primitive(),
+            'legacy': json.loads(json.dumps(legacy, default=str))}
+
+
 def cmd_service(args):
     from nova import exception
     from nova import objects
     from nova import servicegroup
 
+    if getattr(args, 'service_down_time', None) is not None:
+        from nova import conf
+        # servicegroup.API raises service_down_time to 2.5 x report_interval
+        # when it is not above it, so lower the interval with it.
+        conf.CONF.set_override('report_interval', max(1, args.service_down_time // 3))
+        conf.CONF.set_override('service_down_time', args.service_down_time)
     ctx = _context(args)
     try:
         svc = objects.Service.get_by_host_and_binary(ctx, args.host, 'nova-compute')
@@ -266,7 +351,31 @@ def _parser():
 
     c = sub.add_parser('service')
     c.add_argument('--host', required=True)
+    c.add_argument('--service-down-time', type=int, default=None,
+                   help='judge is_up with this service_down_time (seconds)')
     c.set_defaults(func=cmd_service)
+
+    c = sub.add_parser('set-service-version')
+    c.add_argument('--host', required=True)
+    c.add_argument('--version', type=int, required=True)
+    c.set_defaults(func=cmd_set_service_version)
+
+    c = sub.add_parser('start-action')
+    c.add_argument('--uuid', required=True)
+    c.add_argument('--action', default='createImage')
+    c.set_defaults(func=cmd_start_action)
+
+    c = sub.add_parser('fault-expected')
+    c.add_argument('--message', required=True)
+    c.add_argument('--code', type=int, required=True)
+    c.set_defaults(func=cmd_fault_expected)
+
+    c = sub.add_parser('snapshot-payloads')
+    c.add_argument('--uuid', required=True)
+    c.add_argument('--image-id', required=True)
+    c.add_argument('--context-json', required=True,
+                   help='the RequestContext.to_dict() to build them for')
+    c.set_defaults(func=cmd_snapshot_payloads)
     return p
 
 

@@ -14,7 +14,12 @@ const PREFIX: &str = "image_";
 /// Keys that become top-level image fields instead of properties.
 const INHERITABLE: &[&str] = &["min_ram", "min_disk", "disk_format", "container_format"];
 /// Keys nova never loads: structured data too large for system_metadata.
-const SKIPPED: &[&str] = &["mappings", "block_device_mapping", "img_mappings", "img_block_device_mapping"];
+const SKIPPED: &[&str] = &[
+    "mappings",
+    "block_device_mapping",
+    "img_mappings",
+    "img_block_device_mapping",
+];
 
 /// An instance's image metadata as nova derives it from system_metadata.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -66,6 +71,22 @@ impl ImageMeta {
         self.flag("os_require_quiesce")
     }
 
+    /// `min_ram` in MiB, when set and numeric.
+    pub fn min_ram_mb(&self) -> Option<u64> {
+        self.min_ram.as_deref().and_then(|v| v.trim().parse().ok())
+    }
+
+    /// `min_disk` in GiB, when set and numeric.
+    pub fn min_disk_gb(&self) -> Option<u64> {
+        self.min_disk.as_deref().and_then(|v| v.trim().parse().ok())
+    }
+
+    /// The image the instance was built from (`image_base_image_ref`),
+    /// which nova-api records at boot.
+    pub fn base_image_ref(&self) -> Option<&str> {
+        self.property("base_image_ref")
+    }
+
     pub fn property(&self, name: &str) -> Option<&str> {
         self.properties.get(name).map(String::as_str)
     }
@@ -78,7 +99,10 @@ impl ImageMeta {
 
 /// oslo.utils `strutils.bool_from_string` with `default=False`.
 pub fn bool_from_string(text: &str) -> bool {
-    matches!(text.trim().to_ascii_lowercase().as_str(), "1" | "t" | "true" | "on" | "y" | "yes")
+    matches!(
+        text.trim().to_ascii_lowercase().as_str(),
+        "1" | "t" | "true" | "on" | "y" | "yes"
+    )
 }
 
 #[cfg(test)]
@@ -106,7 +130,8 @@ mod tests {
         assert_eq!(meta.disk_format.as_deref(), Some("qcow2"));
         assert_eq!(meta.container_format.as_deref(), Some("bare"));
         assert_eq!(meta.min_disk.as_deref(), Some("1"));
-        assert_eq!(meta.property("base_image_ref"), Some("a025c47d"));
+        assert_eq!(meta.base_image_ref(), Some("a025c47d"));
+        assert_eq!((meta.min_ram_mb(), meta.min_disk_gb()), (Some(0), Some(1)));
         // Non-image_ keys are properties too, as in nova.
         assert_eq!(meta.property("owner_user_name"), Some("harness"));
         assert!(meta.property("img_block_device_mapping").is_none());

@@ -6,14 +6,86 @@
 //! field changed, exactly like assigning the attribute in Python.
 
 use serde_json::{Map, Value};
+use tracing::{debug, info};
 
-use crate::error::ObjectError;
+use crate::conductor::{ConductorApi, ConductorTransport};
+use crate::context::RequestContext;
+use crate::error::{ConductorError, ObjectError};
 use crate::image_meta::ImageMeta;
 use crate::primitive::ObjectPrimitive;
 use crate::states::{PowerState, TaskState, VmState};
 
 /// The instance object version nova 34 sends and expects.
 pub const INSTANCE_VERSION: &str = "2.8";
+
+/// `obj_tree_get_versions('Instance')` in nova 34: sent with class calls so
+/// the conductor backports its answer to what nova 34 understands.
+pub const INSTANCE_MANIFEST: &[(&str, &str)] = &[
+    ("Instance", "2.8"),
+    ("ServiceList", "1.19"),
+    ("Service", "1.22"),
+    ("ComputeNode", "1.19"),
+    ("HVSpec", "1.2"),
+    ("PciDevicePoolList", "1.1"),
+    ("PciDevicePool", "1.1"),
+    ("InstanceInfoCache", "1.5"),
+    ("SecurityGroupList", "1.1"),
+    ("SecurityGroup", "1.2"),
+    ("InstanceFault", "1.2"),
+    ("PciDeviceList", "1.3"),
+    ("PciDevice", "1.7"),
+    ("InstanceNUMATopology", "1.3"),
+    ("InstanceNUMACell", "1.6"),
+    ("VirtCPUTopology", "1.0"),
+    ("InstancePCIRequests", "1.1"),
+    ("InstancePCIRequest", "1.4"),
+    ("InstanceDeviceMetadata", "1.0"),
+    ("DeviceMetadata", "1.0"),
+    ("DeviceBus", "1.0"),
+    ("TagList", "1.1"),
+    ("Tag", "1.1"),
+    ("Flavor", "1.2"),
+    ("VirtCPUModel", "1.0"),
+    ("VirtCPUFeature", "1.0"),
+    ("EC2Ids", "1.0"),
+    ("MigrationContext", "1.2"),
+    ("ResourceList", "1.0"),
+    ("Resource", "1.0"),
+    ("ResourceMetadata", "1.0"),
+    ("KeyPairList", "1.3"),
+    ("KeyPair", "1.4"),
+    ("TrustedCerts", "1.0"),
+];
+
+/// `Instance.save(expected_task_state=...)`: the compare-and-swap the
+/// conductor applies in the same UPDATE as the new values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpectedTaskState {
+    /// No check (`save()` without the argument).
+    Any,
+    /// The task state must be exactly this (`None`: no task in progress).
+    Is(Option<TaskState>),
+    /// The task state must be one of these.
+    OneOf(Vec<Option<TaskState>>),
+}
+
+impl ExpectedTaskState {
+    /// The `expected_task_state` kwarg as nova's callers pass it: a single
+    /// state as a string, "must be None" as `[None]` (a bare `None` would
+    /// mean "no check" in nova).
+    fn to_kwarg(&self) -> Option<Value> {
+        let state =
+            |s: &Option<TaskState>| s.map_or(Value::Null, |s| Value::String(s.as_str().into()));
+        match self {
+            ExpectedTaskState::Any => None,
+            ExpectedTaskState::Is(Some(s)) => Some(Value::String(s.as_str().into())),
+            ExpectedTaskState::Is(None) => Some(Value::Array(vec![Value::Null])),
+            ExpectedTaskState::OneOf(states) => {
+                Some(Value::Array(states.iter().map(state).collect()))
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instance {
@@ -107,7 +179,10 @@ impl Instance {
     }
 
     pub fn power_state(&self) -> Option<PowerState> {
-        self.primitive.get("power_state").and_then(Value::as_i64).and_then(PowerState::from_code)
+        self.primitive
+            .get("power_state")
+            .and_then(Value::as_i64)
+            .and_then(PowerState::from_code)
     }
 
     pub fn set_power_state(&mut self, state: PowerState) {
@@ -120,13 +195,117 @@ impl Instance {
     }
 
     pub fn system_metadata(&self) -> Option<&Map<String, Value>> {
-        self.primitive.get("system_metadata").and_then(Value::as_object)
+        self.primitive
+            .get("system_metadata")
+            .and_then(Value::as_object)
+    }
+
+    /// `Instance.get_by_uuid(ctx, uuid, expected_attrs=...)` through the
+    /// conductor; `InstanceNotFound` when the row is gone.
+    pub async fn get_by_uuid<T: ConductorTransport>(
+        api: &ConductorApi<T>,
+        ctx: &RequestContext,
+        uuid: &str,
+        expected_attrs: &[&str],
+    ) -> Result<Self, ConductorError> {
+        let mut kwargs = Map::new();
+        if !expected_attrs.is_empty() {
+            let attrs = expected_attrs
+                .iter()
+                .map(|a| Value::String((*a).into()))
+                .collect();
+            kwargs.insert("expected_attrs".into(), Value::Array(attrs));
+        }
+        let reply = api
+            .class_action(
+                ctx,
+                "Instance",
+                INSTANCE_MANIFEST,
+                "get_by_uuid",
+                vec![Value::String(uuid.into())],
+                kwargs,
+            )
+            .await?;
+        Ok(Instance::from_primitive(&reply)?)
+    }
+
+    /// `Instance.save(expected_task_state=...)`: sends the changed fields;
+    /// on success the conductor's updates are applied and the changes
+    /// cleared. A lost compare-and-swap is `UnexpectedTaskState` (or
+    /// `UnexpectedDeletingTaskState` when the instance is being deleted).
+    pub async fn save<T: ConductorTransport>(
+        &mut self,
+        api: &ConductorApi<T>,
+        ctx: &RequestContext,
+        expected: ExpectedTaskState,
+    ) -> Result<(), ConductorError> {
+        let mut kwargs = Map::new();
+        if let Some(value) = expected.to_kwarg() {
+            kwargs.insert("expected_task_state".into(), value);
+        }
+        let uuid = self.uuid().to_owned();
+        debug!(request_id = ctx.request_id(), instance = %uuid, task_state = ?self.task_state_str(),
+            expected = ?expected, changes = ?self.primitive.changes(), "saving instance");
+        match api
+            .object_action(ctx, &mut self.primitive, "save", Vec::new(), kwargs)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                info!(request_id = ctx.request_id(), instance = %uuid, error = %e, "instance save failed");
+                Err(e)
+            }
+        }
+    }
+
+    pub fn hostname(&self) -> Option<&str> {
+        self.primitive.get_str("hostname")
+    }
+
+    /// `metadata` (user metadata), empty when not loaded.
+    pub fn metadata(&self) -> Map<String, Value> {
+        self.primitive
+            .get("metadata")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// A field's raw value (`None` when not set in the primitive).
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        self.primitive.get(name)
+    }
+
+    /// The flavor's fields (`nova_object.data` of the nested Flavor).
+    pub fn flavor_data(&self) -> Option<&Map<String, Value>> {
+        self.flavor()
+            .and_then(|f| f.get("nova_object.data"))
+            .and_then(Value::as_object)
+    }
+
+    /// `info_cache.network_info`, decoded (it travels as a JSON string).
+    pub fn network_info(&self) -> Vec<Value> {
+        let raw = self
+            .primitive
+            .get("info_cache")
+            .and_then(|c| c.get("nova_object.data"))
+            .and_then(|d| d.get("network_info"));
+        match raw {
+            Some(Value::String(text)) => serde_json::from_str::<Value>(text)
+                .ok()
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default(),
+            Some(Value::Array(vifs)) => vifs.clone(),
+            _ => Vec::new(),
+        }
     }
 
     /// `objects.ImageMeta.from_instance`: the instance's image metadata from
     /// its system_metadata (empty when system_metadata was not sent).
     pub fn image_meta(&self) -> ImageMeta {
-        self.system_metadata().map(ImageMeta::from_system_metadata).unwrap_or_default()
+        self.system_metadata()
+            .map(ImageMeta::from_system_metadata)
+            .unwrap_or_default()
     }
 }
 
@@ -154,7 +333,10 @@ mod tests {
     fn typed_fields() {
         let inst = Instance::from_primitive(&instance()).unwrap();
         assert_eq!(inst.uuid(), "2e2ecf39-53b7-4cc8-a76c-bc41139af391");
-        assert_eq!(inst.task_state().unwrap(), Some(TaskState::ImageSnapshotPending));
+        assert_eq!(
+            inst.task_state().unwrap(),
+            Some(TaskState::ImageSnapshotPending)
+        );
         assert_eq!(inst.vm_state(), Some(VmState::Active));
         assert_eq!(inst.power_state(), Some(PowerState::Running));
         assert!(inst.image_meta().hw_qemu_guest_agent());
@@ -170,7 +352,10 @@ mod tests {
         assert_eq!(out["nova_object.changes"], json!(["flavor", "task_state"]));
         assert_eq!(out["nova_object.data"]["task_state"], "image_snapshot");
         inst.set_task_state(None);
-        assert_eq!(inst.to_primitive()["nova_object.data"]["task_state"], Value::Null);
+        assert_eq!(
+            inst.to_primitive()["nova_object.data"]["task_state"],
+            Value::Null
+        );
     }
 
     #[test]
@@ -185,7 +370,10 @@ mod tests {
     #[test]
     fn instance_without_uuid_is_refused() {
         let mut v = instance();
-        v["nova_object.data"].as_object_mut().unwrap().remove("uuid");
+        v["nova_object.data"]
+            .as_object_mut()
+            .unwrap()
+            .remove("uuid");
         assert!(Instance::from_primitive(&v).is_err());
     }
 }
