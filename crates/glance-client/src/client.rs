@@ -1,0 +1,485 @@
+//! `GlanceClient`: the authenticated, retried request path shared by every call, and the small
+//! image calls (get, update, add location, delete, list). The upload lives in `upload.rs`.
+//!
+//! Every request carries the user's token (`X-Auth-Token`), the service token when
+//! `[service_user] send_service_user_token` (`X-Service-Token`) and the global request id
+//! (`X-OpenStack-Request-ID`). Connection errors and 5xx move to the next server, up to
+//! `[glance] num_retries` times, one second apart (nova's `GlanceClientWrapper.call`); a 401 drops
+//! the cached service token and tries once more.
+//!
+//! Must not know: instances, task states, or what the metadata means to nova.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use reqwest::{Method, Response, StatusCode};
+use serde_json::Value;
+use tracing::{debug, info, warn};
+use url::Url;
+
+use crate::context::{RequestContext, ServiceCatalog};
+use crate::endpoint::ImageEndpoints;
+use crate::error::{summarize_body, GlanceError};
+use crate::image::{ImageMeta, ImagePatch, ImageUpdate};
+use crate::keystone::{ServiceToken, ServiceTokenSource};
+use crate::list::ImageQuery;
+use crate::options::{GlanceOptions, ServiceUserOptions};
+
+/// nova's pause between attempts.
+pub(crate) const RETRY_PAUSE: Duration = Duration::from_secs(1);
+const JSON_PATCH: &str = "application/openstack-images-v2.1-json-patch";
+
+/// A Glance v2 client for one nova-compute service; cheap to share (`Arc`) across requests.
+#[derive(Debug)]
+pub struct GlanceClient {
+    pub(crate) http: reqwest::Client,
+    endpoints: ImageEndpoints,
+    service_tokens: Option<ServiceTokenSource>,
+    pub(crate) num_retries: u32,
+}
+
+/// The credentials of one attempt.
+pub(crate) struct Credentials {
+    pub(crate) service_token: Option<ServiceToken>,
+}
+
+/// One request of a call, rebuilt for each attempt.
+struct Call<'a> {
+    method: Method,
+    path: &'a str,
+    body: Option<(&'static str, Vec<u8>)>,
+}
+
+impl GlanceClient {
+    /// Builds the HTTP clients from `[glance]` (TLS, timeouts) and, when
+    /// `send_service_user_token` is set, the service token source from `[service_user]`.
+    pub fn new(
+        options: &GlanceOptions,
+        service_user: Option<&ServiceUserOptions>,
+    ) -> Result<Self, GlanceError> {
+        let http = http_client(options.cafile.as_deref(), options.insecure, options.timeout)?;
+        let service_tokens = match service_user.filter(|s| s.send_service_user_token) {
+            Some(s) => {
+                let keystone_http = http_client(s.cafile.as_deref(), s.insecure, s.timeout)?;
+                Some(ServiceTokenSource::new(keystone_http, s))
+            }
+            None => None,
+        };
+        Ok(Self {
+            http,
+            endpoints: ImageEndpoints::new(options)?,
+            service_tokens,
+            num_retries: options.num_retries,
+        })
+    }
+
+    /// `GET /v2/images/{id}`.
+    pub async fn get(
+        &self,
+        ctx: &RequestContext,
+        image_id: &str,
+    ) -> Result<ImageMeta, GlanceError> {
+        let path = format!("v2/images/{image_id}");
+        let response = self
+            .call(
+                ctx,
+                image_id,
+                Call {
+                    method: Method::GET,
+                    path: &path,
+                    body: None,
+                },
+            )
+            .await?;
+        image_from_response(image_id, response).await
+    }
+
+    /// nova's `update(..., purge_props=False)`: GET, PATCH the changed keys only, then add the
+    /// location (if any) through the locations API. Returns the image as Glance now has it.
+    pub async fn update(
+        &self,
+        ctx: &RequestContext,
+        image_id: &str,
+        update: &ImageUpdate,
+    ) -> Result<ImageMeta, GlanceError> {
+        let current = self.get(ctx, image_id).await?;
+        let patch = ImagePatch::between(&current, update);
+        let mut image = current;
+        if !patch.is_empty() {
+            let body = serde_json::to_vec(&patch)
+                .map_err(|e| GlanceError::InvalidConfig(e.to_string()))?;
+            let path = format!("v2/images/{image_id}");
+            let call = Call {
+                method: Method::PATCH,
+                path: &path,
+                body: Some((JSON_PATCH, body)),
+            };
+            image = image_from_response(image_id, self.call(ctx, image_id, call).await?).await?;
+            info!(
+                image_id,
+                request_id = ctx.global_request_id.as_deref(),
+                ops = patch.0.len(),
+                "updated image metadata"
+            );
+        }
+        if let Some(url) = update.location_url() {
+            self.add_location(ctx, image_id, url).await?;
+            image = self.get(ctx, image_id).await?;
+        }
+        Ok(image)
+    }
+
+    /// Registers data already in a store (RBD direct snapshots): `POST /v2/images/{id}/locations`
+    /// (API ≥ 2.17), falling back to the json-patch `add /locations/-` on older Glance, as nova's
+    /// `_add_location` does.
+    pub async fn add_location(
+        &self,
+        ctx: &RequestContext,
+        image_id: &str,
+        url: &str,
+    ) -> Result<(), GlanceError> {
+        let body = serde_json::json!({"url": url, "validation_data": {}});
+        let path = format!("v2/images/{image_id}/locations");
+        let call = Call {
+            method: Method::POST,
+            path: &path,
+            body: Some(("application/json", body.to_string().into_bytes())),
+        };
+        match self.call(ctx, image_id, call).await {
+            Err(GlanceError::UnexpectedResponse { status, .. })
+                if status == StatusCode::METHOD_NOT_ALLOWED
+                    || status == StatusCode::NOT_IMPLEMENTED =>
+            {
+                debug!(
+                    image_id,
+                    "locations API unavailable; adding the location by json-patch"
+                );
+                let patch = serde_json::json!([{"op": "add", "path": "/locations/-", "value": {"url": url, "metadata": {}}}]);
+                let path = format!("v2/images/{image_id}");
+                let call = Call {
+                    method: Method::PATCH,
+                    path: &path,
+                    body: Some((JSON_PATCH, patch.to_string().into_bytes())),
+                };
+                self.call(ctx, image_id, call).await.map(drop)
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// `DELETE /v2/images/{id}`; an image that is already gone counts as deleted.
+    pub async fn delete(&self, ctx: &RequestContext, image_id: &str) -> Result<(), GlanceError> {
+        let path = format!("v2/images/{image_id}");
+        match self
+            .call(
+                ctx,
+                image_id,
+                Call {
+                    method: Method::DELETE,
+                    path: &path,
+                    body: None,
+                },
+            )
+            .await
+        {
+            Ok(_) => {
+                info!(
+                    image_id,
+                    request_id = ctx.global_request_id.as_deref(),
+                    "deleted image"
+                );
+                Ok(())
+            }
+            Err(GlanceError::ImageNotFound { .. }) => {
+                debug!(image_id, "image already deleted");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /v2/images` with `query`'s filters and sort, following `next` links until the last
+    /// page (nova's backup rotation query).
+    pub async fn list(
+        &self,
+        ctx: &RequestContext,
+        query: &ImageQuery,
+    ) -> Result<Vec<ImageMeta>, GlanceError> {
+        let mut images = Vec::new();
+        let mut next = Some(query.first_page_path());
+        while let Some(path) = next.take() {
+            let response = self
+                .call(
+                    ctx,
+                    "",
+                    Call {
+                        method: Method::GET,
+                        path: &path,
+                        body: None,
+                    },
+                )
+                .await?;
+            let page: Value = response
+                .json()
+                .await
+                .map_err(|e| unexpected(StatusCode::OK, e))?;
+            for image in page
+                .get("images")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                images.push(
+                    ImageMeta::from_json(image.clone())
+                        .map_err(|e| unexpected(StatusCode::OK, e))?,
+                );
+            }
+            next = page
+                .get("next")
+                .and_then(Value::as_str)
+                .map(|n| n.trim_start_matches('/').to_owned());
+        }
+        Ok(images)
+    }
+
+    /// Sends `call` with nova's retry policy and returns the first success; `image_id` names the
+    /// image in errors.
+    async fn call(
+        &self,
+        ctx: &RequestContext,
+        image_id: &str,
+        call: Call<'_>,
+    ) -> Result<Response, GlanceError> {
+        let mut renewed = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let credentials = self.credentials().await?;
+            let base = self.base_url(ctx, &credentials)?;
+            let url = join(&base, call.path)?;
+            let mut request = self
+                .http
+                .request(call.method.clone(), url.clone())
+                .headers(auth_headers(ctx, &credentials));
+            if let Some((content_type, body)) = &call.body {
+                request = request
+                    .header(CONTENT_TYPE, *content_type)
+                    .body(body.clone());
+            }
+            debug!(method = %call.method, %url, request_id = ctx.global_request_id.as_deref(), attempt, "glance request");
+            let failure = match request.send().await {
+                Ok(response) if response.status().is_success() => return Ok(response),
+                Ok(response) if response.status() == StatusCode::UNAUTHORIZED && !renewed => {
+                    renewed = true;
+                    if self.renew(&credentials).await {
+                        continue;
+                    }
+                    return Err(unauthorized_hint(
+                        status_error(image_id, response).await,
+                        &credentials,
+                    ));
+                }
+                Ok(response) if response.status().is_server_error() => {
+                    status_error(image_id, response).await
+                }
+                Ok(response) => return Err(status_error(image_id, response).await),
+                Err(e) => GlanceError::GlanceConnectionFailed {
+                    server: host_of(&base),
+                    reason: error_chain(&e),
+                },
+            };
+            if attempt > self.num_retries {
+                return Err(connection_failed(&base, failure));
+            }
+            warn!(%url, attempt, retries = self.num_retries, error = %failure, request_id = ctx.global_request_id.as_deref(), "glance call failed; retrying");
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// The service token for this attempt (cached), when configured.
+    pub(crate) async fn credentials(&self) -> Result<Credentials, GlanceError> {
+        let service_token = match &self.service_tokens {
+            Some(source) => Some(source.token().await.map_err(GlanceError::ServiceAuth)?),
+            None => None,
+        };
+        Ok(Credentials { service_token })
+    }
+
+    /// After a 401: drops the service token that was refused. Returns whether a retry can help
+    /// (only when a service token was involved; the user's token cannot be renewed here).
+    pub(crate) async fn renew(&self, credentials: &Credentials) -> bool {
+        match (&self.service_tokens, &credentials.service_token) {
+            (Some(source), Some(token)) => {
+                source.invalidate(&token.id).await;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The next server's base URL (the context's catalog first, then the service token's).
+    pub(crate) fn base_url(
+        &self,
+        ctx: &RequestContext,
+        credentials: &Credentials,
+    ) -> Result<Url, GlanceError> {
+        let empty = ServiceCatalog::default();
+        let service_catalog = credentials
+            .service_token
+            .as_ref()
+            .map_or(&empty, |t| &t.catalog);
+        self.endpoints
+            .next(&[&ctx.service_catalog, service_catalog])
+    }
+}
+
+fn http_client(
+    cafile: Option<&std::path::Path>,
+    insecure: bool,
+    timeout: Option<Duration>,
+) -> Result<reqwest::Client, GlanceError> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(30))
+        .tcp_keepalive(Duration::from_secs(30))
+        .user_agent(concat!(
+            "nova-compute-rs glance-client/",
+            env!("CARGO_PKG_VERSION")
+        ));
+    // keystoneauth's `timeout` is per socket operation: a read timeout, so a multi-GiB upload is
+    // not cut off as a whole.
+    if let Some(timeout) = timeout {
+        builder = builder.read_timeout(timeout);
+    }
+    if let Some(path) = cafile {
+        let pem = std::fs::read(path)
+            .map_err(|e| GlanceError::InvalidConfig(format!("cafile {}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| GlanceError::InvalidConfig(format!("cafile {}: {e}", path.display())))?;
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if insecure {
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    }
+    builder
+        .build()
+        .map_err(|e| GlanceError::InvalidConfig(format!("HTTP client: {e}")))
+}
+
+/// `X-Auth-Token`, `X-Service-Token` and `X-OpenStack-Request-ID` for one attempt. Values that
+/// are not valid header text are left out rather than sent mangled.
+pub(crate) fn auth_headers(ctx: &RequestContext, credentials: &Credentials) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let mut put = |name: &'static str, value: Option<&str>| {
+        if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(name, value);
+        }
+    };
+    put("x-auth-token", ctx.auth_token.as_deref());
+    put(
+        "x-service-token",
+        credentials.service_token.as_ref().map(|t| t.id.as_str()),
+    );
+    put("x-openstack-request-id", ctx.global_request_id.as_deref());
+    headers
+}
+
+/// Joins a path relative to the versionless base (`next` links keep the base's path prefix,
+/// as keystoneauth does).
+pub(crate) fn join(base: &Url, path: &str) -> Result<Url, GlanceError> {
+    base.join(path)
+        .map_err(|e| GlanceError::InvalidConfig(format!("URL {base}{path}: {e}")))
+}
+
+pub(crate) fn host_of(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_owned(),
+        _ => url.to_string(),
+    }
+}
+
+/// The error for a non-success response, mapped like nova's `_reraise_translated_image_exception`
+/// (plus 410 = deleted meanwhile, 415 = refused data, 409 = wrong state).
+pub(crate) async fn status_error(image_id: &str, response: Response) -> GlanceError {
+    let status = response.status();
+    let server = host_of(response.url());
+    let reason = summarize_body(&response.text().await.unwrap_or_default());
+    let image_id = image_id.to_owned();
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            GlanceError::ImageNotAuthorized { image_id, reason }
+        }
+        StatusCode::NOT_FOUND | StatusCode::GONE => GlanceError::ImageNotFound { image_id },
+        StatusCode::BAD_REQUEST => GlanceError::ImageBadRequest { image_id, reason },
+        StatusCode::PAYLOAD_TOO_LARGE => GlanceError::ImageQuotaExceeded { image_id, reason },
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => GlanceError::ImageUnacceptable { image_id, reason },
+        StatusCode::CONFLICT => GlanceError::ImageConflict { image_id, reason },
+        s if s.is_server_error() => GlanceError::GlanceConnectionFailed {
+            server,
+            reason: format!("{s}: {reason}"),
+        },
+        _ => GlanceError::UnexpectedResponse { status, reason },
+    }
+}
+
+/// A 401 without a service token is almost always an expired user token: say what fixes it.
+fn unauthorized_hint(error: GlanceError, credentials: &Credentials) -> GlanceError {
+    match error {
+        GlanceError::ImageNotAuthorized { image_id, reason } if credentials.service_token.is_none() => {
+            GlanceError::ImageNotAuthorized {
+                image_id,
+                reason: format!(
+                    "{reason} (the user token was refused and no service token was sent; \
+                     [service_user] send_service_user_token = true lets Glance accept an expired user token)"
+                ),
+            }
+        }
+        other => other,
+    }
+}
+
+/// The final error after the retries are spent: always `GlanceConnectionFailed`, naming the
+/// last server.
+pub(crate) fn connection_failed(base: &Url, last: GlanceError) -> GlanceError {
+    match last {
+        e @ GlanceError::GlanceConnectionFailed { .. } => e,
+        other => GlanceError::GlanceConnectionFailed {
+            server: host_of(base),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// reqwest's Display hides the cause ("error sending request"); the chain says "connection
+/// refused".
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn unexpected(status: StatusCode, error: impl std::fmt::Display) -> GlanceError {
+    GlanceError::UnexpectedResponse {
+        status,
+        reason: error.to_string(),
+    }
+}
+
+pub(crate) async fn image_from_response(
+    image_id: &str,
+    response: Response,
+) -> Result<ImageMeta, GlanceError> {
+    let status = response.status();
+    let json: Value = response
+        .json()
+        .await
+        .map_err(|e| unexpected(status, format!("image {image_id}: {e}")))?;
+    ImageMeta::from_json(json).map_err(|e| unexpected(status, format!("image {image_id}: {e}")))
+}
