@@ -10,6 +10,9 @@
 //! in the crates below it.
 
 mod cli;
+mod logging;
+mod service;
+mod transport_options;
 
 use std::error::Error;
 use std::process::ExitCode;
@@ -38,19 +41,31 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Command::Run(args) => match Config::load(&args) {
-            Ok(cfg) => run(&cfg),
+            Ok(cfg) => run(cfg),
             Err(e) => fail(&e),
         },
     }
 }
 
-/// The service itself; only configuration exists so far.
-fn run(cfg: &Config) -> ExitCode {
-    eprintln!(
-        "nova-compute: configuration for host {} loaded; the service is not implemented yet",
-        cfg.default.host
-    );
-    ExitCode::FAILURE
+/// The service itself: logging first, so every later failure is in the log.
+fn run(cfg: Config) -> ExitCode {
+    let d = &cfg.default;
+    let target = logging::LogTarget::from_options(d.log_dir.as_deref(), d.log_file.as_deref(), d.use_stderr, d.debug);
+    if let Err(e) = logging::init(&target) {
+        return fail(&e);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e),
+    };
+    match runtime.block_on(service::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("nova-compute failed to start: {e}");
+            eprintln!("nova-compute: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Prints an error with its whole `source()` chain, once, and picks the exit code.
