@@ -5,6 +5,7 @@
 GLANCE_DIR="$STACK_DIR/glance"
 GLANCE_VENV="$STACK_DIR/venvs/glance"
 GLANCE_URL="http://127.0.0.1:$GLANCE_PORT"
+GLANCE_PIP="glance==$GLANCE_VERSION uwsgi"
 
 glance_config() {
     mkdir -p "$GLANCE_DIR/etc" "$GLANCE_DIR/images" "$GLANCE_DIR/staging" "$GLANCE_DIR/tasks"
@@ -44,7 +45,7 @@ CONF
 glance_running() { curl -fs -o /dev/null "$GLANCE_URL/versions"; }
 
 glance_up() {
-    venv_up glance "glance==$GLANCE_VERSION uwsgi"
+    venv_up glance "$GLANCE_PIP"
     glance_config
     if [[ ! -f "$GLANCE_DIR/glance.sqlite.done" ]]; then
         say "creating the Glance database"

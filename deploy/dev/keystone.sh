@@ -22,6 +22,7 @@
 #   glance_spare_up      :9295  no auth; tests restart it in the middle of uploads
 
 KEYSTONE_VERSION=30.0.0
+KEYSTONE_PIP="keystone==$KEYSTONE_VERSION uwsgi"
 KEYSTONE_PORT=5000
 KEYSTONE_SHORT_PORT=5001
 KEYSTONE_SHORT_EXPIRATION=20
@@ -172,7 +173,7 @@ PY
 }
 
 keystone_up() {
-    venv_up keystone "keystone==$KEYSTONE_VERSION uwsgi"
+    venv_up keystone "$KEYSTONE_PIP"
     keystone_setup
     keystone_start keystone "$KEYSTONE_PORT" "$KEYSTONE_DIR/etc/keystone.conf"
     keystone_start keystone-short "$KEYSTONE_SHORT_PORT" "$KEYSTONE_DIR/etc/keystone-short.conf"
@@ -265,7 +266,7 @@ CONF
 
 glance_instance_up() {  # name, port, flavor, size cap
     local name="$1" port="$2" dir="$STACK_DIR/glance-$1"
-    venv_up glance "glance==$GLANCE_VERSION uwsgi"
+    venv_up glance "$GLANCE_PIP"
     glance_instance_config "$@"
     if [[ ! -f "$dir/glance.sqlite.done" ]]; then
         say "creating the database of glance-$name"

@@ -6,6 +6,7 @@ NOVA_DIR="$STACK_DIR/nova"
 NOVA_VENV="$STACK_DIR/venvs/nova"
 NOVA_CONF="$NOVA_DIR/nova.conf"
 TRANSPORT_URL="rabbit://guest:guest@127.0.0.1:5672/"
+NOVA_PIP="nova==$NOVA_VERSION"
 
 nova_config() {
     mkdir -p "$NOVA_DIR/state" "$NOVA_DIR/locks"
@@ -63,7 +64,7 @@ nova_conductor_running() {
 }
 
 nova_up() {
-    venv_up nova "nova==$NOVA_VERSION"
+    venv_up nova "$NOVA_PIP"
     nova_config
     nova_databases
     nova_conductor_running && return 0

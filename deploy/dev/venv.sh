@@ -19,3 +19,20 @@ venv_up() {  # name, pip requirements...
     logged "venv-$name.log" "$dir/bin/pip" install --quiet $want
     printf '%s' "$want" >"$stamp"
 }
+
+# Installs several venvs at once ("name|requirements" each): pip spends most of
+# its time on downloads and unpacking, so three in parallel cost little more
+# than one on a fresh machine.
+venvs_up() {
+    local spec i failed=""
+    local -a pids=() names=()
+    for spec in "$@"; do
+        ( venv_up "${spec%%|*}" "${spec#*|}" ) &
+        pids+=("$!")
+        names+=("${spec%%|*}")
+    done
+    for i in "${!pids[@]}"; do
+        wait "${pids[$i]}" || failed+=" ${names[$i]}"
+    done
+    [[ -z "$failed" ]] || die "venv install failed:$failed (logs: $LOG_DIR/venv-*.log)"
+}
