@@ -1,18 +1,84 @@
 //! The connection to libvirtd and what the compute service asks of it before
-//! any snapshot: versions, the hypervisor type, and a domain's power state.
+//! any snapshot: versions, capabilities, the hypervisor type, a domain's power
+//! state. Owns keepalive, the close callback and reconnection, and registers
+//! the domain event callbacks the strategies wait on.
 //!
 //! Every method blocks on libvirt RPC; async callers run them on a blocking
-//! thread (`tokio::task::spawn_blocking`), never on the runtime's workers.
+//! thread (`tokio::task::spawn_blocking`), never on the runtime's workers —
+//! [`crate::SnapshotEngine`] does that for its callers.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use virt::connect::Connect;
-use virt::domain::DomainState;
+use virt::domain::{Domain, DomainState};
 
 use crate::error::SnapshotError;
+use crate::events;
+use crate::ffi::{self, CallbackId, EventKind};
 
-/// An open connection to libvirtd.
+/// keepalive: a probe every 5 s, the connection is dead after 3 unanswered.
+const KEEPALIVE_INTERVAL_S: i32 = 5;
+const KEEPALIVE_COUNT: u32 = 3;
+
+/// An open connection to libvirtd that re-opens itself when it dies.
 pub struct Hypervisor {
-    conn: Connect,
     uri: String,
+    session: Mutex<Arc<Session>>,
+}
+
+/// One libvirt connection with its close flag and event callbacks.
+struct Session {
+    conn: Connect,
+    closed: Arc<AtomicBool>,
+    callbacks: Vec<CallbackId>,
+}
+
+impl Session {
+    fn open(uri: &str) -> Result<Self, SnapshotError> {
+        // Must precede the open: libvirt binds keepalive and event delivery
+        // to the event implementation present when the connection is made.
+        events::ensure_event_loop()?;
+        let conn = Connect::open(Some(uri)).map_err(|e| SnapshotError::libvirt("open", e))?;
+        if let Err(e) = conn.set_keep_alive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT) {
+            // Local drivers (test://) have no keepalive; that is fine.
+            tracing::debug!(uri, error = %e, "keepalive not enabled");
+        }
+        let closed = Arc::new(AtomicBool::new(false));
+        if let Err(e) = ffi::register_close_flag(&conn, closed.clone()) {
+            tracing::debug!(uri, error = %e, "no close callback on this driver");
+        }
+        let mut callbacks = Vec::new();
+        for kind in [
+            EventKind::BlockJob,
+            EventKind::JobCompleted,
+            EventKind::Lifecycle,
+        ] {
+            callbacks.push(
+                ffi::register_event(&conn, kind)
+                    .map_err(|e| SnapshotError::libvirt("event register", e))?,
+            );
+        }
+        tracing::info!(uri, "connected to libvirt");
+        Ok(Session {
+            conn,
+            closed,
+            callbacks,
+        })
+    }
+
+    fn usable(&self) -> bool {
+        !self.closed.load(Ordering::SeqCst) && self.conn.is_alive().unwrap_or(false)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for id in self.callbacks.drain(..) {
+            let _ = ffi::deregister_event(&self.conn, id);
+        }
+        let _ = ffi::unregister_close_flag(&self.conn);
+    }
 }
 
 /// Versions of the libvirt and hypervisor this host runs, for start-up logs
@@ -24,6 +90,20 @@ pub struct HostVersions {
     /// `QEMU` for the qemu driver (`TEST` for the test driver), as `virConnectGetType` reports it.
     pub hypervisor_type: String,
     pub hostname: String,
+}
+
+/// What the live strategies need from libvirt and QEMU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostCapabilities {
+    /// The QEMU driver (nova: `has_min_version(hv_type='QEMU')`); quiesce and
+    /// live snapshots need it.
+    pub qemu: bool,
+    /// Push-mode `virDomainBackupBegin` (domain capabilities `<backup supported='yes'/>`).
+    pub backup: bool,
+    /// `virDomainBlockCopy` with `TRANSIENT_JOB` (libvirt >= 3.5 with QEMU).
+    pub block_copy_transient: bool,
+    /// `VIR_DOMAIN_BLOCK_COPY_SYNCHRONOUS_WRITES` (libvirt >= 8.0).
+    pub synchronous_writes: bool,
 }
 
 /// A libvirt-style version number, `major * 1_000_000 + minor * 1000 + release`.
@@ -51,7 +131,7 @@ pub enum PowerState {
 }
 
 impl PowerState {
-    fn from_libvirt(state: DomainState) -> Self {
+    pub(crate) fn from_libvirt(state: DomainState) -> Self {
         match state {
             DomainState::NoState => PowerState::NoState,
             DomainState::Running | DomainState::Blocked => PowerState::Running,
@@ -74,34 +154,129 @@ pub fn default_connection_uri(virt_type: &str) -> &'static str {
 
 impl Hypervisor {
     /// Opens a read-write connection to `uri` (`qemu:///system`,
-    /// `qemu+tcp://host/system`, ...).
+    /// `qemu+tcp://host/system`, `qemu+tls://host/system`, ...), with
+    /// keepalive, a close callback, and the domain event callbacks.
     pub fn open(uri: &str) -> Result<Self, SnapshotError> {
-        let conn = Connect::open(Some(uri)).map_err(|e| SnapshotError::libvirt("open", e))?;
-        Ok(Hypervisor { conn, uri: uri.to_owned() })
+        let session = Session::open(uri)?;
+        Ok(Hypervisor {
+            uri: uri.to_owned(),
+            session: Mutex::new(Arc::new(session)),
+        })
     }
 
     pub fn uri(&self) -> &str {
         &self.uri
     }
 
+    /// The current connection, re-opened first when libvirt reported it
+    /// closed or it no longer answers (daemon restart, network loss).
+    pub fn connection(&self) -> Result<Connect, SnapshotError> {
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        if !session.usable() {
+            tracing::warn!(uri = %self.uri, "libvirt connection lost; reconnecting");
+            *session = Arc::new(Session::open(&self.uri)?);
+        }
+        Ok(session.conn.clone())
+    }
+
+    /// The domain whose UUID is the instance's UUID.
+    pub fn domain(&self, uuid: &str) -> Result<Domain, SnapshotError> {
+        self.connection()?
+            .lookup_domain_by_uuid_string(uuid)
+            .map_err(|e| SnapshotError::for_domain("lookup", uuid, e))
+    }
+
     pub fn versions(&self) -> Result<HostVersions, SnapshotError> {
-        let libvirt = self.conn.lib_version().map_err(|e| SnapshotError::libvirt("lib_version", e))?;
-        let hypervisor = self.conn.hyp_version().map_err(|e| SnapshotError::libvirt("hyp_version", e))?;
-        let hypervisor_type = self.conn.driver_type().map_err(|e| SnapshotError::libvirt("driver_type", e))?;
-        let hostname = self.conn.hostname().map_err(|e| SnapshotError::libvirt("hostname", e))?;
-        Ok(HostVersions { libvirt: Version(libvirt), hypervisor: Version(hypervisor), hypervisor_type, hostname })
+        let conn = self.connection()?;
+        let libvirt = conn
+            .lib_version()
+            .map_err(|e| SnapshotError::libvirt("lib_version", e))?;
+        let hypervisor = conn
+            .hyp_version()
+            .map_err(|e| SnapshotError::libvirt("hyp_version", e))?;
+        let hypervisor_type = conn
+            .driver_type()
+            .map_err(|e| SnapshotError::libvirt("driver_type", e))?;
+        let hostname = conn
+            .hostname()
+            .map_err(|e| SnapshotError::libvirt("hostname", e))?;
+        Ok(HostVersions {
+            libvirt: Version(libvirt),
+            hypervisor: Version(hypervisor),
+            hypervisor_type,
+            hostname,
+        })
+    }
+
+    /// What this host can do for live snapshots of domains of `virt_type`
+    /// (`qemu` or `kvm`, the domain XML's `type`).
+    pub fn capabilities(&self, virt_type: &str) -> Result<HostCapabilities, SnapshotError> {
+        let v = self.versions()?;
+        let qemu = v.hypervisor_type == "QEMU";
+        let conn = self.connection()?;
+        let backup = match conn.domain_capabilities(None, None, None, Some(virt_type), 0) {
+            Ok(xml) => domcaps_backup_supported(&xml),
+            Err(e) => {
+                tracing::debug!(error = %e, "no domain capabilities; judging backup support by versions");
+                qemu && v.libvirt >= Version(7_002_000) && v.hypervisor >= Version(4_002_000)
+            }
+        };
+        Ok(HostCapabilities {
+            qemu,
+            backup: qemu && backup,
+            block_copy_transient: qemu && v.libvirt >= Version(3_005_000),
+            synchronous_writes: qemu && v.libvirt >= Version(8_000_000),
+        })
+    }
+
+    /// The domain's current job type (`virDomainJobType`: 0 none, 1 bounded,
+    /// 2 unbounded): a backup shows here.
+    pub fn domain_job_type(&self, uuid: &str) -> Result<i32, SnapshotError> {
+        let domain = self.domain(uuid)?;
+        ffi::job_stats(&domain, false)
+            .map(|(t, _)| t)
+            .map_err(|e| SnapshotError::for_domain("jobStats", uuid, e))
+    }
+
+    /// The block job on the domain's disk `target`, if any.
+    pub fn block_job(
+        &self,
+        uuid: &str,
+        target: &str,
+    ) -> Result<Option<ffi::BlockJobInfo>, SnapshotError> {
+        let domain = self.domain(uuid)?;
+        ffi::block_job_info(&domain, target)
+            .map_err(|e| SnapshotError::for_domain("blockJobInfo", uuid, e))
     }
 
     /// The power state of the domain whose UUID is the instance's UUID, read
     /// fresh from libvirt (nova: `get_info(use_cache=False).state`).
     pub fn power_state(&self, uuid: &str) -> Result<PowerState, SnapshotError> {
-        let domain = self
-            .conn
-            .lookup_domain_by_uuid_string(uuid)
-            .map_err(|e| SnapshotError::for_domain("lookup", uuid, e))?;
-        let (state, _reason) = domain.state().map_err(|e| SnapshotError::for_domain("state", uuid, e))?;
-        Ok(state.known().map(PowerState::from_libvirt).unwrap_or(PowerState::NoState))
+        let domain = self.domain(uuid)?;
+        domain_power_state(&domain, uuid)
     }
+}
+
+pub(crate) fn domain_power_state(domain: &Domain, uuid: &str) -> Result<PowerState, SnapshotError> {
+    let (state, _reason) = domain
+        .state()
+        .map_err(|e| SnapshotError::for_domain("state", uuid, e))?;
+    Ok(state
+        .known()
+        .map(PowerState::from_libvirt)
+        .unwrap_or(PowerState::NoState))
+}
+
+/// `<domainCapabilities>…<features><backup supported='yes'/>`.
+fn domcaps_backup_supported(xml: &str) -> bool {
+    let Ok(doc) = roxmltree::Document::parse(xml) else {
+        return false;
+    };
+    doc.descendants()
+        .filter(|n| {
+            n.has_tag_name("backup") && n.parent().is_some_and(|p| p.has_tag_name("features"))
+        })
+        .any(|n| n.attribute("supported") == Some("yes"))
 }
 
 #[cfg(test)]
@@ -116,9 +291,18 @@ mod tests {
 
     #[test]
     fn power_states_follow_nova_mapping() {
-        assert_eq!(PowerState::from_libvirt(DomainState::Blocked), PowerState::Running);
-        assert_eq!(PowerState::from_libvirt(DomainState::Shutoff), PowerState::Shutdown);
-        assert_eq!(PowerState::from_libvirt(DomainState::PMSuspended), PowerState::Suspended);
+        assert_eq!(
+            PowerState::from_libvirt(DomainState::Blocked),
+            PowerState::Running
+        );
+        assert_eq!(
+            PowerState::from_libvirt(DomainState::Shutoff),
+            PowerState::Shutdown
+        );
+        assert_eq!(
+            PowerState::from_libvirt(DomainState::PMSuspended),
+            PowerState::Suspended
+        );
     }
 
     #[test]
@@ -131,7 +315,43 @@ mod tests {
         let uuid = "6695eb01-f6a4-8304-79aa-97f2502e193f";
         assert_eq!(hv.power_state(uuid).unwrap(), PowerState::Running);
         let missing = "00000000-0000-0000-0000-000000000001";
-        assert!(matches!(hv.power_state(missing), Err(SnapshotError::DomainNotFound { .. })));
+        assert!(matches!(
+            hv.power_state(missing),
+            Err(SnapshotError::DomainNotFound { .. })
+        ));
+        // Not QEMU: no live strategy, no quiesce.
+        let caps = hv.capabilities("test").unwrap();
+        assert!(!caps.qemu && !caps.backup && !caps.block_copy_transient);
+    }
+
+    #[test]
+    fn a_closed_connection_is_reopened_with_its_callbacks() {
+        let hv = Hypervisor::open("test:///default").unwrap();
+        let first = Arc::as_ptr(&hv.session.lock().unwrap());
+        hv.connection().unwrap();
+        assert_eq!(
+            Arc::as_ptr(&hv.session.lock().unwrap()),
+            first,
+            "a live connection is kept"
+        );
+        // What the close callback does when libvirtd goes away.
+        hv.session
+            .lock()
+            .unwrap()
+            .closed
+            .store(true, Ordering::SeqCst);
+        let conn = hv.connection().unwrap();
+        let session = hv.session.lock().unwrap().clone();
+        assert!(
+            !std::ptr::eq(Arc::as_ptr(&session), first),
+            "a new session was opened"
+        );
+        assert_eq!(
+            session.callbacks.len(),
+            3,
+            "event callbacks registered again"
+        );
+        assert!(conn.is_alive().unwrap());
     }
 
     #[test]
@@ -139,5 +359,14 @@ mod tests {
         assert_eq!(default_connection_uri("kvm"), "qemu:///system");
         assert_eq!(default_connection_uri("qemu"), "qemu:///system");
         assert_eq!(default_connection_uri("lxc"), "lxc:///");
+    }
+
+    #[test]
+    fn backup_capability_is_read_from_domcaps() {
+        let yes = "<domainCapabilities><features><backup supported='yes'/></features></domainCapabilities>";
+        let no = "<domainCapabilities><features><backup supported='no'/></features></domainCapabilities>";
+        assert!(domcaps_backup_supported(yes));
+        assert!(!domcaps_backup_supported(no));
+        assert!(!domcaps_backup_supported("<domainCapabilities/>"));
     }
 }

@@ -1,19 +1,71 @@
 //! The snapshot engine: a point-in-time copy of an instance's root disk.
 //!
 //! Owns: the small safe wrapper over the libvirt calls the `virt` crate lacks
-//! (block copy, block-job info and abort, backup begin, fs freeze and thaw,
-//! domain event callbacks) — the only place in the workspace allowed `unsafe`;
+//! (`ffi`: block copy, block-job info and abort, backup begin, job abort, fs
+//! freeze and thaw, domain event callbacks) — the only place in the
+//! workspace allowed `unsafe`; the libvirt event loop and domain events;
 //! disk discovery from the domain XML; the snapshot strategies (`backup`,
-//! `mirror`, `cold`, later `rbd`); quiesce through qemu-guest-agent;
+//! `mirror`, `cold`; later `rbd`); quiesce through qemu-guest-agent;
 //! `qemu-img`; temp space under `snapshots_directory`; the crash journal and
 //! start-up recovery.
 //!
 //! Must not know: RPC, nova-conductor, task states or Glance. It produces a
-//! standalone image (or a view of one) and reports progress; the caller decides
-//! where it goes.
+//! point-in-time view of the disk and writes it through a sink (today a
+//! standalone image file), reporting progress; the caller decides where the
+//! image goes.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), libvirt_snapshot::SnapshotError> {
+//! use libvirt_snapshot::{EngineConfig, QuiescePolicy, SnapshotEngine, SnapshotRequest};
+//! let engine = SnapshotEngine::connect(EngineConfig::default()).await?;
+//! engine.recover().await?; // once, at start-up
+//! let outcome = engine
+//!     .snapshot(
+//!         SnapshotRequest {
+//!             instance_uuid: "9ed91fd2-c2b2-45d4-b3bf-e1bcb2723494".into(),
+//!             name: "0123456789abcdef0123456789abcdef".into(),
+//!             quiesce: QuiescePolicy { agent_enabled: true, required: false },
+//!             strategy: None,
+//!         },
+//!         None,
+//!     )
+//!     .await?;
+//! println!("{} ({:?})", outcome.image.path().display(), outcome.strategy);
+//! // upload outcome.image.path(), then drop the outcome: the temp dir goes.
+//! # Ok(()) }
+//! ```
 
+#![deny(unsafe_code)]
+
+mod disk;
+mod engine;
 mod error;
+mod events;
+#[allow(unsafe_code)]
+mod ffi;
 mod hypervisor;
+mod journal;
+mod output;
+mod qemu_img;
+mod quiesce;
+mod recovery;
+mod strategy;
 
+pub use disk::{BackingChain, ChainLayer, DiskSource, RootDisk};
+pub use engine::{
+    EngineConfig, SnapshotEngine, SnapshotImage, SnapshotOutcome, SnapshotRequest, SnapshotSummary,
+};
 pub use error::SnapshotError;
-pub use hypervisor::{default_connection_uri, HostVersions, Hypervisor, PowerState, Version};
+pub use events::{BlockJobStatus, BlockJobType, DomainEvent, JobCompleted};
+pub use ffi::{BlockCopyFlags, BlockCopyParams, BlockJobInfo};
+pub use hypervisor::{
+    default_connection_uri, HostCapabilities, HostVersions, Hypervisor, PowerState, Version,
+};
+pub use journal::{Journal, JournalRecord, Step};
+pub use output::{
+    available_space, CancelToken, DiskView, FileSink, ImageFormat, ImageSink, Phase, Progress,
+    ProgressFn,
+};
+pub use quiesce::{QuiescePolicy, QuiesceWindow};
+pub use recovery::{recover, RecoveryAction, RecoveryReport};
+pub use strategy::{select_strategy, LiveStrategy, SelectionInput, SnapshotStrategy};

@@ -1,0 +1,611 @@
+//! The engine's entry points: configuration, a snapshot request and its
+//! outcome, strategy selection for a domain, and the orchestration around a
+//! strategy (discovery, free space, journal, work directory, error-path
+//! undo). Blocking work runs on `spawn_blocking` for async callers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use virt::domain::Domain;
+
+use crate::disk::{BackingChain, RootDisk};
+use crate::error::SnapshotError;
+use crate::hypervisor::{domain_power_state, HostCapabilities, Hypervisor, PowerState};
+use crate::journal::{Journal, JournalEntry, Step};
+use crate::output::{
+    ensure_space, CancelToken, FileSink, ImageFormat, ImageSink, Progress, ProgressFn, WorkDir,
+};
+use crate::quiesce::{self, QuiescePolicy, QuiesceWindow};
+use crate::recovery::{self, RecoveryReport};
+use crate::strategy::{self, select_strategy, Ctx, LiveStrategy, SelectionInput, SnapshotStrategy};
+
+/// What the engine reads from nova.conf (the service maps its option groups
+/// onto this; the engine knows nothing of oslo.config).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// `[libvirt] connection_uri` (empty in nova.conf → `qemu:///system`).
+    pub connection_uri: String,
+    /// `[libvirt] snapshots_directory`.
+    pub snapshots_directory: PathBuf,
+    /// Where the crash journal lives (host-local, e.g. `$state_path/snapshot-journal`).
+    pub journal_directory: PathBuf,
+    /// `[libvirt] snapshot_image_format` (unset: the source format).
+    pub snapshot_image_format: Option<ImageFormat>,
+    /// `[libvirt] snapshot_compression`.
+    pub snapshot_compression: bool,
+    /// `[workarounds] disable_libvirt_livesnapshot`.
+    pub disable_libvirt_livesnapshot: bool,
+    /// `[libvirt] live_snapshot_strategy`.
+    pub live_strategy: LiveStrategy,
+    /// Mirror in write-blocking (active) mode: converges under any write load.
+    pub mirror_write_blocking: bool,
+    /// How long a mirror may take to become READY.
+    pub mirror_ready_timeout: Duration,
+    /// How long a backup job may take to complete.
+    pub job_timeout: Duration,
+    /// The longest wait for the guest agent's freeze.
+    pub quiesce_timeout: Duration,
+    /// Copy bandwidth limit for block copies, bytes per second.
+    pub bandwidth: Option<u64>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            connection_uri: "qemu:///system".into(),
+            snapshots_directory: "/var/lib/nova/instances/snapshots".into(),
+            journal_directory: "/var/lib/nova/snapshot-journal".into(),
+            snapshot_image_format: None,
+            snapshot_compression: false,
+            disable_libvirt_livesnapshot: false,
+            live_strategy: LiveStrategy::Backup,
+            mirror_write_blocking: true,
+            mirror_ready_timeout: Duration::from_secs(600),
+            job_timeout: Duration::from_secs(3600),
+            quiesce_timeout: Duration::from_secs(30),
+            bandwidth: None,
+        }
+    }
+}
+
+/// One snapshot to take.
+#[derive(Debug, Clone)]
+pub struct SnapshotRequest {
+    /// The instance UUID (= the libvirt domain UUID).
+    pub instance_uuid: String,
+    /// File name of the output inside its private directory (nova: a dashless UUID).
+    pub name: String,
+    /// From the image metadata (`hw_qemu_guest_agent`, `os_require_quiesce`).
+    pub quiesce: QuiescePolicy,
+    /// Overrides the configured preference for this snapshot only.
+    pub strategy: Option<SnapshotStrategy>,
+}
+
+/// A standalone image, in its private directory; the directory (and the
+/// journal record that would let `recover()` remove it) goes on drop — so
+/// upload it before dropping this.
+#[derive(Debug)]
+pub struct SnapshotImage {
+    path: PathBuf,
+    format: ImageFormat,
+    virtual_size: u64,
+    workdir: Option<WorkDir>,
+    journal: Option<JournalEntry>,
+}
+
+impl SnapshotImage {
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+    pub fn format(&self) -> ImageFormat {
+        self.format
+    }
+    pub fn virtual_size(&self) -> u64 {
+        self.virtual_size
+    }
+    /// Bytes of the file (what an upload sends).
+    pub fn size(&self) -> Result<u64, SnapshotError> {
+        std::fs::metadata(&self.path)
+            .map(|m| m.len())
+            .map_err(|e| SnapshotError::io("stat snapshot image", e))
+    }
+}
+
+impl Drop for SnapshotImage {
+    fn drop(&mut self) {
+        drop(self.workdir.take());
+        if let Some(entry) = self.journal.take() {
+            if let Err(e) = entry.finish() {
+                tracing::error!(error = %e, "cannot remove the journal record");
+            }
+        }
+    }
+}
+
+/// How a snapshot was taken (without its output).
+#[derive(Debug, Clone)]
+pub struct SnapshotSummary {
+    pub strategy: SnapshotStrategy,
+    pub format: ImageFormat,
+    pub virtual_size: u64,
+    /// The freeze window, when the guest was quiesced.
+    pub quiesce: Option<QuiesceWindow>,
+    pub disk: RootDisk,
+    pub power_state: PowerState,
+    pub elapsed: Duration,
+}
+
+/// A sink's output with what still has to be released.
+struct Taken<O> {
+    output: O,
+    workdir: WorkDir,
+    entry: JournalEntry,
+    summary: SnapshotSummary,
+}
+
+/// What a snapshot produced and how.
+#[derive(Debug)]
+pub struct SnapshotOutcome {
+    pub image: SnapshotImage,
+    pub strategy: SnapshotStrategy,
+    /// The freeze window, when the guest was quiesced.
+    pub quiesce: Option<QuiesceWindow>,
+    pub disk: RootDisk,
+    pub power_state: PowerState,
+    pub elapsed: Duration,
+}
+
+/// The snapshot engine: one libvirt connection, a config, a journal.
+pub struct SnapshotEngine {
+    hv: Hypervisor,
+    cfg: EngineConfig,
+    journal: Journal,
+}
+
+/// What the engine found out about a domain before choosing a strategy.
+struct Discovery {
+    domain: Domain,
+    disk: RootDisk,
+    chain: BackingChain,
+    power_state: PowerState,
+    caps: HostCapabilities,
+    agent_channel: bool,
+}
+
+impl SnapshotEngine {
+    /// Connects to libvirt and opens the journal (blocking).
+    pub fn open(cfg: EngineConfig) -> Result<Self, SnapshotError> {
+        let hv = Hypervisor::open(&cfg.connection_uri)?;
+        let journal = Journal::open(&cfg.journal_directory)?;
+        Ok(SnapshotEngine { hv, cfg, journal })
+    }
+
+    /// [`SnapshotEngine::open`] off the async runtime.
+    pub async fn connect(cfg: EngineConfig) -> Result<Arc<Self>, SnapshotError> {
+        blocking(move || Self::open(cfg).map(Arc::new)).await
+    }
+
+    pub fn hypervisor(&self) -> &Hypervisor {
+        &self.hv
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    fn discover(&self, uuid: &str) -> Result<Discovery, SnapshotError> {
+        let domain = self.hv.domain(uuid)?;
+        let xml = domain
+            .xml_desc(0)
+            .map_err(|e| SnapshotError::for_domain("XMLDesc", uuid, e))?;
+        let disk = RootDisk::from_domain_xml(&xml)?;
+        let path = disk.ensure_local()?.to_owned();
+        let power_state = domain_power_state(&domain, uuid)?;
+        let caps = self.hv.capabilities(&virt_type(&xml))?;
+        let chain = BackingChain::read(&path, &disk.format)?;
+        // nova trusts hw_qemu_guest_agent; the XML tells whether a freeze can work.
+        let agent_channel = crate::disk::has_agent_channel(&xml);
+        Ok(Discovery {
+            domain,
+            disk,
+            chain,
+            power_state,
+            caps,
+            agent_channel,
+        })
+    }
+
+    /// The strategy a snapshot of this instance would use now (blocking).
+    pub fn strategy_for(&self, uuid: &str) -> Result<SnapshotStrategy, SnapshotError> {
+        let d = self.discover(uuid)?;
+        self.choose(&d, None)
+    }
+
+    fn choose(
+        &self,
+        d: &Discovery,
+        forced: Option<SnapshotStrategy>,
+    ) -> Result<SnapshotStrategy, SnapshotError> {
+        let input = SelectionInput {
+            disable_libvirt_livesnapshot: self.cfg.disable_libvirt_livesnapshot,
+            preferred: self.cfg.live_strategy,
+            power_state: d.power_state,
+            caps: d.caps,
+            disk: &d.disk,
+        };
+        let chosen = select_strategy(&input)?;
+        match forced {
+            None => Ok(chosen),
+            Some(SnapshotStrategy::Cold) => Ok(SnapshotStrategy::Cold),
+            Some(live) if chosen == SnapshotStrategy::Cold => {
+                Err(SnapshotError::StrategyUnavailable {
+                    strategy: live.as_str(),
+                    reason: "live snapshots are not possible for this domain now".into(),
+                })
+            }
+            Some(SnapshotStrategy::Backup) if !d.caps.backup => {
+                Err(SnapshotError::StrategyUnavailable {
+                    strategy: "backup",
+                    reason: "libvirt/QEMU on this host lack push-mode backup".into(),
+                })
+            }
+            Some(SnapshotStrategy::Mirror) if !d.caps.block_copy_transient => {
+                Err(SnapshotError::StrategyUnavailable {
+                    strategy: "mirror",
+                    reason: "libvirt on this host lacks transient block copy jobs".into(),
+                })
+            }
+            Some(other) => Ok(other),
+        }
+    }
+
+    /// Bytes the snapshot needs under `snapshots_directory` at its peak.
+    fn space_needed(
+        &self,
+        strategy: SnapshotStrategy,
+        chain: &BackingChain,
+        out: ImageFormat,
+    ) -> u64 {
+        let data = chain.allocation();
+        let converts =
+            self.cfg.snapshot_compression || !matches!(out, ImageFormat::Raw | ImageFormat::Qcow2);
+        let peak = match strategy {
+            // The backup target, plus the converted output when not adopted.
+            SnapshotStrategy::Backup => data + if converts { data } else { 0 },
+            // The delta (top layer plus writes meanwhile) and the output.
+            SnapshotStrategy::Mirror => chain.top().actual_size + data,
+            SnapshotStrategy::Cold => data,
+        };
+        peak + peak / 100 + (16 << 20)
+    }
+
+    /// Takes a snapshot into a standalone image file (blocking). `cancel` is
+    /// polled throughout; whatever happens, the guest ends thawed, resumed,
+    /// persistent and job-free, and nothing is left on disk but the returned
+    /// image (which goes when the outcome is dropped).
+    pub fn snapshot_blocking(
+        &self,
+        req: &SnapshotRequest,
+        progress: &dyn Fn(Progress),
+        cancel: &CancelToken,
+    ) -> Result<SnapshotOutcome, SnapshotError> {
+        let name = req.name.clone();
+        let compress = self.cfg.snapshot_compression;
+        let taken = self.take(
+            req,
+            |workdir, format| FileSink {
+                path: workdir.join(&name),
+                format,
+                compress,
+            },
+            progress,
+            cancel,
+        )?;
+        Ok(SnapshotOutcome {
+            image: SnapshotImage {
+                path: taken.output,
+                format: taken.summary.format,
+                virtual_size: taken.summary.virtual_size,
+                workdir: Some(taken.workdir),
+                journal: Some(taken.entry),
+            },
+            strategy: taken.summary.strategy,
+            quiesce: taken.summary.quiesce,
+            disk: taken.summary.disk,
+            power_state: taken.summary.power_state,
+            elapsed: taken.summary.elapsed,
+        })
+    }
+
+    /// Takes a snapshot and writes the view into a caller-made sink (e.g. a
+    /// future streaming sink): `make_sink` gets the private work directory
+    /// and the output format. The work directory is removed before this
+    /// returns, so the sink's output must live elsewhere.
+    pub fn snapshot_with_sink_blocking<S: ImageSink>(
+        &self,
+        req: &SnapshotRequest,
+        make_sink: impl FnOnce(&Path, ImageFormat) -> S,
+        progress: &dyn Fn(Progress),
+        cancel: &CancelToken,
+    ) -> Result<(S::Output, SnapshotSummary), SnapshotError> {
+        let taken = self.take(req, make_sink, progress, cancel)?;
+        drop(taken.workdir);
+        if let Err(e) = taken.entry.finish() {
+            tracing::error!(error = %e, "cannot remove the journal record");
+        }
+        Ok((taken.output, taken.summary))
+    }
+
+    fn take<S: ImageSink>(
+        &self,
+        req: &SnapshotRequest,
+        make_sink: impl FnOnce(&Path, ImageFormat) -> S,
+        progress: &dyn Fn(Progress),
+        cancel: &CancelToken,
+    ) -> Result<Taken<S::Output>, SnapshotError> {
+        let started = Instant::now();
+        let uuid = req.instance_uuid.as_str();
+        let d = self.discover(uuid)?;
+        let strategy = self.choose(&d, req.strategy)?;
+        if req.quiesce.required && req.quiesce.agent_enabled && d.caps.qemu && !d.agent_channel {
+            // Fail before touching anything: the freeze cannot work.
+            return Err(no_agent_channel());
+        }
+        let out_format = match self.cfg.snapshot_image_format {
+            Some(f) => f,
+            None => ImageFormat::for_source(d.disk.source_type())?,
+        };
+        let span = tracing::info_span!("snapshot", domain = uuid, strategy = strategy.as_str());
+        let _enter = span.enter();
+        tracing::info!(disk = d.disk.target, format = out_format.as_str(), power = ?d.power_state, "snapshot starting");
+        ensure_space(
+            &self.cfg.snapshots_directory,
+            self.space_needed(strategy, &d.chain, out_format),
+        )?;
+
+        let mut entry = self.journal.begin(uuid, strategy.as_str())?;
+        // A panic (e.g. in a caller's progress callback or sink) is undone
+        // like an error — the guards have run by then — and then resumed.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.run_strategy(
+                &d, strategy, out_format, req, make_sink, &mut entry, progress, cancel,
+            )
+        }));
+        let result = match result {
+            Ok(r) => r,
+            Err(panic) => {
+                tracing::error!("snapshot panicked; undoing");
+                self.undo_failed(entry);
+                std::panic::resume_unwind(panic);
+            }
+        };
+        match result {
+            Ok((workdir, output, quiesce)) => {
+                tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "snapshot taken"
+                );
+                Ok(Taken {
+                    output,
+                    workdir,
+                    entry,
+                    summary: SnapshotSummary {
+                        strategy,
+                        format: out_format,
+                        virtual_size: d.chain.virtual_size(),
+                        quiesce,
+                        disk: d.disk,
+                        power_state: d.power_state,
+                        elapsed: started.elapsed(),
+                    },
+                })
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "snapshot failed; undoing");
+                self.undo_failed(entry);
+                Err(err)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_strategy<S: ImageSink>(
+        &self,
+        d: &Discovery,
+        strategy: SnapshotStrategy,
+        out_format: ImageFormat,
+        req: &SnapshotRequest,
+        make_sink: impl FnOnce(&Path, ImageFormat) -> S,
+        entry: &mut JournalEntry,
+        progress: &dyn Fn(Progress),
+        cancel: &CancelToken,
+    ) -> Result<(WorkDir, S::Output, Option<QuiesceWindow>), SnapshotError> {
+        let planned = WorkDir::plan(&self.cfg.snapshots_directory);
+        entry.push(Step::TempDir {
+            path: planned.clone(),
+        })?;
+        let workdir = WorkDir::create(planned)?;
+        let mut sink = make_sink(workdir.path(), out_format);
+        let mut written = None;
+        let mut write = |view: &crate::output::DiskView| {
+            written = Some(sink.write(view, progress, cancel)?);
+            Ok(())
+        };
+        let mut ctx = Ctx {
+            cfg: &self.cfg,
+            domain: &d.domain,
+            uuid: &req.instance_uuid,
+            disk: &d.disk,
+            chain: &d.chain,
+            power_state: d.power_state,
+            caps: d.caps,
+            agent_channel: d.agent_channel,
+            workdir: workdir.path(),
+            name: &req.name,
+            out_format,
+            quiesce: req.quiesce,
+            journal: entry,
+            progress,
+            cancel,
+        };
+        let window = match strategy {
+            SnapshotStrategy::Backup => strategy::backup::run(&mut ctx, &mut write)?,
+            SnapshotStrategy::Mirror => strategy::mirror::run(&mut ctx, &mut write)?,
+            SnapshotStrategy::Cold => strategy::cold::run(&mut ctx, &mut write)?,
+        };
+        let output = written.ok_or_else(|| SnapshotError::JobFailed {
+            job: "snapshot",
+            message: "no image written".into(),
+        })?;
+        Ok((workdir, output, window))
+    }
+
+    /// After a failure (guards have already run): undo whatever the journal
+    /// still lists, and drop the record unless something could not be undone.
+    fn undo_failed(&self, entry: JournalEntry) {
+        let conn = match self.hv.connection() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reach libvirt to undo; recover() will");
+                return;
+            }
+        };
+        let (actions, complete) = recovery::undo(&conn, entry.record());
+        for a in &actions {
+            tracing::info!(action = ?a, "undone");
+        }
+        if complete {
+            if let Err(e) = entry.finish() {
+                tracing::error!(error = %e, "cannot remove the journal record");
+            }
+        } else {
+            tracing::error!(
+                record = entry.record().id,
+                "not everything could be undone; left for recover()"
+            );
+        }
+    }
+
+    /// Takes a snapshot off the async runtime. Dropping the returned future
+    /// cancels the snapshot (the blocking side then cleans up).
+    pub async fn snapshot(
+        self: &Arc<Self>,
+        req: SnapshotRequest,
+        progress: Option<ProgressFn>,
+    ) -> Result<SnapshotOutcome, SnapshotError> {
+        let cancel = CancelToken::new();
+        let _on_drop = CancelOnDrop(cancel.clone());
+        let engine = Arc::clone(self);
+        blocking(move || {
+            let report = |p: Progress| {
+                if let Some(f) = &progress {
+                    f(p)
+                }
+            };
+            engine.snapshot_blocking(&req, &report, &cancel)
+        })
+        .await
+    }
+
+    /// Undoes what crashed snapshots left (blocking); run once at start-up.
+    pub fn recover_blocking(&self) -> Result<RecoveryReport, SnapshotError> {
+        let report = recovery::recover(&self.hv, &self.journal)?;
+        if report.records > 0 {
+            tracing::warn!(
+                records = report.records,
+                actions = report.actions.len(),
+                "recovery done"
+            );
+        }
+        Ok(report)
+    }
+
+    /// [`SnapshotEngine::recover_blocking`] off the async runtime.
+    pub async fn recover(self: &Arc<Self>) -> Result<RecoveryReport, SnapshotError> {
+        let engine = Arc::clone(self);
+        blocking(move || engine.recover_blocking()).await
+    }
+
+    /// nova `quiesce_instance`: freezes the guest's filesystems and leaves
+    /// them frozen (until [`SnapshotEngine::unquiesce_blocking`]).
+    pub fn quiesce_blocking(&self, uuid: &str, policy: QuiescePolicy) -> Result<(), SnapshotError> {
+        let domain = self.hv.domain(uuid)?;
+        let caps = self.hv.capabilities("qemu")?;
+        if !caps.qemu {
+            return Err(SnapshotError::QuiesceNotSupported {
+                reason: "the hypervisor is not QEMU/KVM".into(),
+            });
+        }
+        if !policy.agent_enabled {
+            return Err(SnapshotError::AgentNotEnabled);
+        }
+        quiesce::freeze(&domain, self.cfg.quiesce_timeout)?.keep_frozen();
+        Ok(())
+    }
+
+    /// nova `unquiesce_instance`.
+    pub fn unquiesce_blocking(&self, uuid: &str) -> Result<u32, SnapshotError> {
+        let domain = self.hv.domain(uuid)?;
+        crate::ffi::fs_thaw(&domain).map_err(|e| SnapshotError::for_domain("fsThaw", uuid, e))
+    }
+
+    /// [`SnapshotEngine::quiesce_blocking`] off the async runtime.
+    pub async fn quiesce(
+        self: &Arc<Self>,
+        uuid: String,
+        policy: QuiescePolicy,
+    ) -> Result<(), SnapshotError> {
+        let engine = Arc::clone(self);
+        blocking(move || engine.quiesce_blocking(&uuid, policy)).await
+    }
+
+    /// [`SnapshotEngine::unquiesce_blocking`] off the async runtime.
+    pub async fn unquiesce(self: &Arc<Self>, uuid: String) -> Result<u32, SnapshotError> {
+        let engine = Arc::clone(self);
+        blocking(move || engine.unquiesce_blocking(&uuid)).await
+    }
+}
+
+pub(crate) fn no_agent_channel() -> SnapshotError {
+    SnapshotError::QuiesceFailed {
+        message: "the domain has no qemu-guest-agent channel (org.qemu.guest_agent.0)".into(),
+        agent_unresponsive: true,
+    }
+}
+
+/// Sets the token when the owning future is dropped.
+struct CancelOnDrop(CancelToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SnapshotError> + Send + 'static,
+) -> Result<T, SnapshotError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SnapshotError::JobFailed {
+            job: "snapshot",
+            message: if e.is_panic() {
+                "the snapshot thread panicked".into()
+            } else {
+                e.to_string()
+            },
+        })?
+}
+
+/// The domain XML's `type` (`qemu`, `kvm`).
+fn virt_type(xml: &str) -> String {
+    roxmltree::Document::parse(xml)
+        .ok()
+        .and_then(|d| d.root_element().attribute("type").map(str::to_owned))
+        .unwrap_or_else(|| "kvm".into())
+}

@@ -1,0 +1,370 @@
+//! Output: "produce a view" and "write it somewhere" kept apart.
+//!
+//! A strategy produces a [`DiskView`] — a point-in-time view of the root disk
+//! that stays valid while the strategy holds it — and hands it to an
+//! [`ImageSink`], which writes it somewhere. [`FileSink`] writes a standalone
+//! image file (`qemu-img convert`, or a rename when the view already is one).
+//! A streaming sink (pull-mode backup over NBD → streamed qcow2 into Glance)
+//! fits beside it: a new `DiskView::Nbd` variant and a sink that reads it.
+//!
+//! Also here: the private work directory under `snapshots_directory` (mode
+//! 0701: qemu must traverse it) and the free-space check.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::error::SnapshotError;
+use crate::qemu_img;
+
+/// The output image format (`[libvirt] snapshot_image_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    Raw,
+    Qcow2,
+    Vmdk,
+    Vdi,
+}
+
+impl ImageFormat {
+    /// The `qemu-img` / Glance `disk_format` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageFormat::Raw => "raw",
+            ImageFormat::Qcow2 => "qcow2",
+            ImageFormat::Vmdk => "vmdk",
+            ImageFormat::Vdi => "vdi",
+        }
+    }
+
+    /// nova: `snapshot_image_format or source_type`, lvm and rbd → raw.
+    pub fn for_source(source_type: &str) -> Result<Self, SnapshotError> {
+        match source_type {
+            "raw" | "lvm" | "rbd" => Ok(ImageFormat::Raw),
+            "qcow2" => Ok(ImageFormat::Qcow2),
+            "vmdk" => Ok(ImageFormat::Vmdk),
+            "vdi" => Ok(ImageFormat::Vdi),
+            other => Err(SnapshotError::NoRootDisk {
+                reason: format!("source format '{other}' has no snapshot format; set [libvirt] snapshot_image_format"),
+            }),
+        }
+    }
+}
+
+/// A point-in-time view of the root disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskView {
+    /// An image file that does not change while the view is held. It may
+    /// have a backing chain (`standalone == false`); sinks read through it.
+    Image {
+        path: PathBuf,
+        format: String,
+        standalone: bool,
+        virtual_size: u64,
+    },
+}
+
+/// A caller-side cancellation flag, polled by every wait and copy loop.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+    pub(crate) fn check(&self) -> Result<(), SnapshotError> {
+        if self.is_cancelled() {
+            Err(SnapshotError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Snapshot phases reported with progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// libvirt copies the disk (backup job, mirror job).
+    Copy,
+    /// The view is written into the output (`qemu-img convert`).
+    Write,
+}
+
+/// Bytes done out of total in a phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub phase: Phase,
+    pub done: u64,
+    pub total: u64,
+}
+
+/// Where progress goes (the caller's callback; cheap and non-blocking).
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// Writes a view somewhere.
+pub trait ImageSink {
+    /// What the sink produced (a file path for [`FileSink`]).
+    type Output;
+    fn write(
+        &mut self,
+        view: &DiskView,
+        progress: &dyn Fn(Progress),
+        cancel: &CancelToken,
+    ) -> Result<Self::Output, SnapshotError>;
+}
+
+/// Writes a standalone image file (never with a backing file).
+pub struct FileSink {
+    pub path: PathBuf,
+    pub format: ImageFormat,
+    /// `[libvirt] snapshot_compression` (qcow2 only).
+    pub compress: bool,
+}
+
+impl FileSink {
+    /// Whether `view` can become the output by a rename (no copy at all).
+    fn can_adopt(&self, view: &DiskView) -> bool {
+        let DiskView::Image {
+            path,
+            format,
+            standalone,
+            ..
+        } = view;
+        *standalone
+            && format == self.format.as_str()
+            && !(self.compress && self.format == ImageFormat::Qcow2)
+            && path.parent() == self.path.parent()
+    }
+}
+
+impl ImageSink for FileSink {
+    type Output = PathBuf;
+
+    fn write(
+        &mut self,
+        view: &DiskView,
+        progress: &dyn Fn(Progress),
+        cancel: &CancelToken,
+    ) -> Result<PathBuf, SnapshotError> {
+        cancel.check()?;
+        let DiskView::Image {
+            path,
+            format,
+            virtual_size,
+            ..
+        } = view;
+        if self.can_adopt(view) {
+            fs::rename(path, &self.path)
+                .map_err(|e| SnapshotError::io(format!("rename {}", path.display()), e))?;
+        } else {
+            let total = *virtual_size;
+            qemu_img::convert(
+                &qemu_img::Convert {
+                    source: path,
+                    source_format: format,
+                    dest: &self.path,
+                    dest_format: self.format.as_str(),
+                    compress: self.compress,
+                },
+                |f| {
+                    progress(Progress {
+                        phase: Phase::Write,
+                        done: (f * total as f64) as u64,
+                        total,
+                    })
+                },
+                || cancel.is_cancelled(),
+            )?;
+        }
+        progress(Progress {
+            phase: Phase::Write,
+            done: *virtual_size,
+            total: *virtual_size,
+        });
+        Ok(self.path.clone())
+    }
+}
+
+/// The private work directory of one snapshot, removed on drop.
+#[derive(Debug)]
+pub struct WorkDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl WorkDir {
+    /// The path a new work directory will get (journaled before creation).
+    pub(crate) fn plan(snapshots_directory: &Path) -> PathBuf {
+        snapshots_directory.join(format!("snapshot-{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// Creates it with mode 0701 (nova: "libvirt needs o+x"); the parent
+    /// is created if missing.
+    pub(crate) fn create(path: PathBuf) -> Result<Self, SnapshotError> {
+        if let Some(parent) = path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o711)
+                .create(parent)
+                .map_err(|e| SnapshotError::io(format!("create {}", parent.display()), e))?;
+        }
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|e| SnapshotError::io(format!("create {}", path.display()), e))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o701))
+            .map_err(|e| SnapshotError::io(format!("chmod {}", path.display()), e))?;
+        Ok(WorkDir { path, keep: false })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    #[cfg(test)]
+    pub(crate) fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            remove_tree(&self.path);
+        }
+    }
+}
+
+/// Removes a directory tree; a failure is only logged (nova does the same).
+pub(crate) fn remove_tree(path: &Path) -> bool {
+    match fs::remove_dir_all(path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot remove snapshot temp dir");
+            false
+        }
+    }
+}
+
+/// Free bytes for an unprivileged writer in the filesystem holding `dir`
+/// (or its nearest existing ancestor).
+pub fn available_space(dir: &Path) -> Result<u64, SnapshotError> {
+    let mut probe = dir;
+    while !probe.exists() {
+        probe = probe.parent().unwrap_or(Path::new("/"));
+    }
+    let st = rustix::fs::statvfs(probe)
+        .map_err(|e| SnapshotError::io(format!("statvfs {}", probe.display()), e.into()))?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Fails with [`SnapshotError::InsufficientSpace`] when `needed` bytes do
+/// not fit under `dir`.
+pub fn ensure_space(dir: &Path, needed: u64) -> Result<(), SnapshotError> {
+    let available = available_space(dir)?;
+    if available < needed {
+        return Err(SnapshotError::InsufficientSpace {
+            directory: dir.to_owned(),
+            needed,
+            available,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_format_follows_nova() {
+        assert_eq!(ImageFormat::for_source("lvm").unwrap(), ImageFormat::Raw);
+        assert_eq!(ImageFormat::for_source("rbd").unwrap(), ImageFormat::Raw);
+        assert_eq!(
+            ImageFormat::for_source("qcow2").unwrap(),
+            ImageFormat::Qcow2
+        );
+        assert!(ImageFormat::for_source("ploop").is_err());
+    }
+
+    #[test]
+    fn workdir_is_0701_and_removed_on_drop() {
+        let root = tempfile::tempdir().unwrap();
+        let path = WorkDir::plan(&root.path().join("snapshots"));
+        let wd = WorkDir::create(path.clone()).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o701);
+        fs::write(path.join("f"), b"x").unwrap();
+        drop(wd);
+        assert!(!path.exists());
+        let mut kept = WorkDir::create(WorkDir::plan(root.path())).unwrap();
+        kept.keep();
+        assert!(kept.path().exists());
+    }
+
+    #[test]
+    fn space_check_reports_numbers() {
+        let root = tempfile::tempdir().unwrap();
+        assert!(available_space(&root.path().join("not/yet")).unwrap() > 0);
+        ensure_space(root.path(), 1).unwrap();
+        let e = ensure_space(root.path(), u64::MAX).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SnapshotError::InsufficientSpace {
+                    needed: u64::MAX,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn file_sink_adopts_or_converts() {
+        let root = tempfile::tempdir().unwrap();
+        let src = root.path().join("view.qcow2");
+        qemu_img::create_qcow2(&src, 1 << 20, None).unwrap();
+        let view = DiskView::Image {
+            path: src.clone(),
+            format: "qcow2".into(),
+            standalone: true,
+            virtual_size: 1 << 20,
+        };
+        let out = root.path().join("out");
+        let mut raw = FileSink {
+            path: root.path().join("out.raw"),
+            format: ImageFormat::Raw,
+            compress: false,
+        };
+        assert!(!raw.can_adopt(&view));
+        raw.write(&view, &|_| {}, &CancelToken::new()).unwrap();
+        assert_eq!(
+            qemu_img::info(&root.path().join("out.raw")).unwrap().format,
+            "raw"
+        );
+        let mut same = FileSink {
+            path: out.clone(),
+            format: ImageFormat::Qcow2,
+            compress: false,
+        };
+        same.write(&view, &|_| {}, &CancelToken::new()).unwrap();
+        assert!(out.exists() && !src.exists(), "adopted by rename");
+        let cancelled = CancelToken::new();
+        cancelled.cancel();
+        assert!(matches!(
+            raw.write(&view, &|_| {}, &cancelled),
+            Err(SnapshotError::Cancelled)
+        ));
+    }
+}

@@ -1,0 +1,284 @@
+//! `qemu-img`: image info (with the backing chain), overlay creation and
+//! conversion to a standalone image with progress. Images in use by a
+//! running QEMU are opened with `--force-share` / `-U`: QEMU holds the write
+//! lock, and we only ever read them.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::SnapshotError;
+
+const QEMU_IMG: &str = "qemu-img";
+
+/// One image of a chain, as `qemu-img info --output=json` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ImageInfo {
+    pub filename: String,
+    pub format: String,
+    #[serde(rename = "virtual-size")]
+    pub virtual_size: u64,
+    #[serde(rename = "actual-size", default)]
+    pub actual_size: u64,
+    #[serde(rename = "full-backing-filename", default)]
+    pub full_backing_filename: Option<String>,
+    #[serde(rename = "backing-filename-format", default)]
+    pub backing_format: Option<String>,
+}
+
+fn run(command: &'static str, cmd: &mut Command) -> Result<Vec<u8>, SnapshotError> {
+    // LC_ALL=C: messages we may show or parse stay in English (nova does the same).
+    let out = cmd
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| SnapshotError::QemuImg {
+            command,
+            message: format!("cannot run qemu-img: {e}"),
+        })?;
+    if !out.status.success() {
+        return Err(SnapshotError::QemuImg {
+            command,
+            message: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok(out.stdout)
+}
+
+/// The image at `path` and every backing file below it, top first.
+pub fn info_chain(path: &Path, format: Option<&str>) -> Result<Vec<ImageInfo>, SnapshotError> {
+    let mut cmd = Command::new(QEMU_IMG);
+    cmd.args(["info", "--force-share", "--backing-chain", "--output=json"]);
+    if let Some(f) = format {
+        cmd.args(["-f", f]);
+    }
+    cmd.arg(path);
+    let out = run("info", &mut cmd)?;
+    serde_json::from_slice(&out).map_err(|e| SnapshotError::QemuImg {
+        command: "info",
+        message: format!("unexpected JSON: {e}"),
+    })
+}
+
+/// One image without its chain.
+#[cfg(test)]
+pub fn info(path: &Path) -> Result<ImageInfo, SnapshotError> {
+    let out = run(
+        "info",
+        Command::new(QEMU_IMG)
+            .args(["info", "--force-share", "--output=json"])
+            .arg(path),
+    )?;
+    serde_json::from_slice(&out).map_err(|e| SnapshotError::QemuImg {
+        command: "info",
+        message: format!("unexpected JSON: {e}"),
+    })
+}
+
+/// A qcow2 of `size` bytes over `backing` (absolute path, explicit format: QEMU
+/// refuses to probe a backing file's format), or a plain one without.
+pub fn create_qcow2(
+    path: &Path,
+    size: u64,
+    backing: Option<(&Path, &str)>,
+) -> Result<(), SnapshotError> {
+    let mut cmd = Command::new(QEMU_IMG);
+    cmd.args(["create", "-q", "-f", "qcow2"]);
+    if let Some((file, fmt)) = backing {
+        cmd.arg("-b").arg(file).args(["-F", fmt]);
+    }
+    cmd.arg(path).arg(size.to_string());
+    run("create", &mut cmd).map(|_| ())
+}
+
+/// What to convert and where.
+#[derive(Debug, Clone)]
+pub struct Convert<'a> {
+    pub source: &'a Path,
+    pub source_format: &'a str,
+    pub dest: &'a Path,
+    pub dest_format: &'a str,
+    /// `-c` (only meaningful for qcow2).
+    pub compress: bool,
+}
+
+/// `qemu-img convert -p -U` into a standalone image (a backing chain is read
+/// through and flattened). `progress` receives a fraction in [0, 1];
+/// `cancelled` is polled and kills the conversion when it returns true.
+pub fn convert(
+    job: &Convert<'_>,
+    mut progress: impl FnMut(f64),
+    cancelled: impl Fn() -> bool,
+) -> Result<(), SnapshotError> {
+    let mut cmd = Command::new(QEMU_IMG);
+    cmd.args([
+        "convert",
+        "-p",
+        "-U",
+        "-t",
+        "writeback",
+        "-f",
+        job.source_format,
+        "-O",
+        job.dest_format,
+    ]);
+    if job.compress && job.dest_format == "qcow2" {
+        cmd.arg("-c");
+    }
+    cmd.arg(job.source).arg(job.dest);
+    cmd.env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| SnapshotError::QemuImg {
+        command: "convert",
+        message: format!("cannot run: {e}"),
+    })?;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        let mut line = String::new();
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            for &b in &buf[..n] {
+                if b == b'\r' || b == b'\n' {
+                    if let Some(f) = parse_progress(&line) {
+                        let _ = tx.send(f);
+                    }
+                    line.clear();
+                } else {
+                    line.push(b as char);
+                }
+            }
+        }
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let status = loop {
+        while let Ok(f) = rx.try_recv() {
+            progress(f);
+        }
+        if cancelled() {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = reader.join();
+            let _ = err_reader.join();
+            return Err(SnapshotError::Cancelled);
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => {
+                return Err(SnapshotError::QemuImg {
+                    command: "convert",
+                    message: e.to_string(),
+                })
+            }
+        }
+    };
+    let _ = reader.join();
+    while let Ok(f) = rx.try_recv() {
+        progress(f);
+    }
+    let stderr = err_reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(SnapshotError::QemuImg {
+            command: "convert",
+            message: format!("{status}: {}", stderr.trim()),
+        });
+    }
+    Ok(())
+}
+
+/// `    (45.50/100%)` → 0.455.
+fn parse_progress(line: &str) -> Option<f64> {
+    let inner = line.trim().strip_prefix('(')?.strip_suffix("/100%)")?;
+    inner
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .map(|p| (p / 100.0).clamp(0.0, 1.0))
+}
+
+/// The absolute path of a chain member's backing file.
+#[cfg(test)]
+pub fn backing_path(info: &ImageInfo) -> Option<std::path::PathBuf> {
+    info.full_backing_filename
+        .as_ref()
+        .map(std::path::PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_parse() {
+        assert_eq!(parse_progress("    (45.50/100%)"), Some(0.455));
+        assert_eq!(parse_progress("(100.00/100%)"), Some(1.0));
+        assert_eq!(parse_progress("garbage"), None);
+    }
+
+    #[test]
+    fn create_info_convert_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.qcow2");
+        let top = dir.path().join("top.qcow2");
+        let flat = dir.path().join("flat.qcow2");
+        create_qcow2(&base, 4 << 20, None).unwrap();
+        create_qcow2(&top, 4 << 20, Some((&base, "qcow2"))).unwrap();
+        let chain = info_chain(&top, Some("qcow2")).unwrap();
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[0].virtual_size, 4 << 20);
+        assert_eq!(backing_path(&chain[0]).as_deref(), Some(base.as_path()));
+        let mut last = 0.0;
+        convert(
+            &Convert {
+                source: &top,
+                source_format: "qcow2",
+                dest: &flat,
+                dest_format: "qcow2",
+                compress: true,
+            },
+            |f| last = f,
+            || false,
+        )
+        .unwrap();
+        assert_eq!(last, 1.0);
+        assert!(info(&flat).unwrap().full_backing_filename.is_none());
+        let err = convert(
+            &Convert {
+                source: &dir.path().join("nope"),
+                source_format: "raw",
+                dest: &flat,
+                dest_format: "raw",
+                compress: false,
+            },
+            |_| {},
+            || false,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            SnapshotError::QemuImg {
+                command: "convert",
+                ..
+            }
+        ));
+    }
+}
