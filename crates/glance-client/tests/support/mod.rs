@@ -34,12 +34,12 @@ pub fn repo_dir() -> PathBuf {
         .expect("repo dir")
 }
 
-/// Runs deploy/dev shell functions (lib.sh, venv.sh, keystone.sh sourced), one caller at a time.
+/// Runs deploy/dev shell functions (lib.sh, venv.sh, glance.sh, keystone.sh sourced), one caller at a time.
 pub fn stack(functions: &str) -> Result<String, String> {
     static SERIAL: Mutex<()> = Mutex::new(());
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let script = format!(
-        "source deploy/dev/lib.sh; source deploy/dev/venv.sh; source deploy/dev/keystone.sh; {functions}"
+        "source deploy/dev/lib.sh; source deploy/dev/venv.sh; source deploy/dev/glance.sh; source deploy/dev/keystone.sh; {functions}"
     );
     let out = Command::new("bash")
         .arg("-c")
