@@ -204,6 +204,44 @@ def cmd_delete_instance(args):
     return _instance_report(ctx, args.uuid)
 
 
+def cmd_purge_instance(args):
+    """Removes an instance row (deleted or not) and its mapping for good, so a
+    libvirt domain's uuid can be given a fresh row (re-running the demo)."""
+    from nova.db.main import api as db
+    from nova import exception
+    from nova import objects
+
+    ctx = _context(args)
+    try:
+        db.instance_destroy(ctx.elevated(read_deleted='yes'), args.uuid,
+                            hard_delete=True)
+    except exception.InstanceNotFound:
+        pass
+    try:
+        objects.InstanceMapping.get_by_instance_uuid(ctx, args.uuid).destroy()
+    except exception.InstanceMappingNotFound:
+        pass
+    return {'purged': args.uuid}
+
+
+def cmd_rpc(args):
+    """Any nova.compute.rpcapi.ComputeAPI method, with instance=<the row> and
+    the given keyword arguments: what nova-api sends for operations this
+    compute does not implement (reboot_instance, get_console_output, ...)."""
+    import time
+
+    from nova.compute import rpcapi
+
+    ctx = _context(args)
+    inst = _get_instance(ctx, args.uuid)
+    kwargs = json.loads(args.kwargs) if args.kwargs else {}
+    started = time.monotonic()
+    result = getattr(rpcapi.ComputeAPI(), args.method)(ctx, instance=inst,
+                                                       **kwargs)
+    return {'result': result, 'seconds': time.monotonic() - started,
+            'request_id': ctx.request_id}
+
+
 def cmd_start_action(args):
     """nova-api's _record_action_start: the action compute events attach to."""
     from nova import objects
@@ -326,6 +364,16 @@ def _parser():
         c = sub.add_parser(name)
         c.add_argument('--uuid', required=True)
         c.set_defaults(func=func)
+
+    c = sub.add_parser('purge-instance')
+    c.add_argument('--uuid', required=True)
+    c.set_defaults(func=cmd_purge_instance)
+
+    c = sub.add_parser('rpc')
+    c.add_argument('--uuid', required=True)
+    c.add_argument('--method', required=True)
+    c.add_argument('--kwargs', default=None, help='JSON object of extra arguments')
+    c.set_defaults(func=cmd_rpc)
 
     c = sub.add_parser('snapshot')
     c.add_argument('--uuid', required=True)

@@ -10,9 +10,19 @@
 //! in the crates below it.
 
 mod cli;
+mod concurrency;
+mod context;
+mod decorators;
+mod exceptions;
 mod logging;
+mod manager;
+mod quiesce;
+mod recovery;
+mod rotation;
 mod service;
+mod snapshot;
 mod transport_options;
+mod unsupported;
 
 use std::error::Error;
 use std::process::ExitCode;

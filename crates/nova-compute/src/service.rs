@@ -1,28 +1,39 @@
 //! The service's life: start-up in nova's order, serving, and a clean stop.
 //!
 //! Start-up: configuration (done by `main`) → logging → libvirt → the
-//! message broker → nova-conductor answers → RPC servers on `compute.HOST`
-//! and `compute-alt.HOST`. A step that cannot be done is a clear error and a
+//! message broker → nova-conductor answers → service registration →
+//! recovery → RPC servers on `compute.HOST` and `compute-alt.HOST` →
+//! heartbeat. A step that cannot be done is a clear error and a
 //! non-zero exit, never a half-started service that consumes casts it
 //! cannot handle.
 
 use std::time::Duration;
 
-use libvirt_snapshot::Hypervisor;
-use oslo_config::Config;
 use std::sync::Arc;
 
-use nova_objects::{
-    register_service, ConductorApi, ConductorError, Heartbeat, OsloConductorTransport, ReadinessPolicy,
-    RequestContext, ServiceOptions,
+use glance_client::{
+    ApplicationCredential, GlanceClient, GlanceError, GlanceOptions, PasswordCredentials, ServiceCredentials,
+    ServiceUserOptions,
 };
-use oslo_messaging::{Dispatcher, RemoteError, RpcServer, Target, Transport, TransportUrl};
-use tracing::{error, info};
+use libvirt_snapshot::{EngineConfig, Hypervisor, ImageFormat, LiveStrategy, SnapshotEngine};
+use nova_objects::{
+    register_service, ConductorApi, ConductorError, Heartbeat, NotificationPolicy, OsloConductorTransport,
+    OsloNotificationSink, PayloadOptions, ReadinessPolicy, RequestContext, ServiceOptions,
+};
+use oslo_config::groups::{LiveSnapshotStrategy, SnapshotImageFormat};
+use oslo_config::Config;
+use oslo_messaging::{RpcServer, Target, Transport, TransportUrl};
+use tracing::{error, info, warn};
 
+use crate::concurrency::{InFlight, InstanceLocks, Limit};
+use crate::manager::{ComputeManager, COMPUTE_RPC_API_VERSION};
 use crate::transport_options::{rabbit_options, OutOfRange};
 
-/// nova-compute's RPC API version (nova 34: `ComputeManager.target`).
-pub const COMPUTE_RPC_API_VERSION: &str = "6.5";
+/// How long a stop waits for running snapshots before aborting them
+/// (oslo.service's `graceful_shutdown_timeout` default).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+/// How long aborted snapshots get to clean up (thaw, resume, delete the image).
+const ABORT_CLEANUP: Duration = Duration::from_secs(60);
 
 /// How many pings start-up sends nova-conductor before giving up (nova's
 /// first ten use a 10 s timeout: about two minutes in all).
@@ -45,6 +56,8 @@ pub enum StartupError {
     ConductorUnavailable(ConductorError),
     #[error("cannot register the nova-compute service: {0}")]
     Registration(ConductorError),
+    #[error("invalid [glance] or [service_user] options: {0}")]
+    Glance(GlanceError),
     #[error("cannot start the RPC servers: {0}")]
     RpcServer(oslo_messaging::Error),
 }
@@ -53,6 +66,11 @@ pub enum StartupError {
 pub async fn run(cfg: Config) -> Result<(), StartupError> {
     let host = cfg.default.host.clone();
     connect_libvirt(&cfg).await?;
+    let engine = SnapshotEngine::connect(engine_config(&cfg))
+        .await
+        .map_err(|source| StartupError::Libvirt { uri: cfg.libvirt.effective_uri().to_owned(), source })?;
+    let glance = GlanceClient::new(&glance_options(&cfg), service_user_options(&cfg).as_ref())
+        .map_err(StartupError::Glance)?;
     let transport = connect_broker(&cfg).await?;
     let rpc_timeout = Duration::from_secs(u64::try_from(cfg.default.rpc_response_timeout).unwrap_or(60).max(1));
     let conductor = Arc::new(ConductorApi::new(OsloConductorTransport::new(&transport, rpc_timeout)));
@@ -68,7 +86,33 @@ pub async fn run(cfg: Config) -> Result<(), StartupError> {
         service.version().unwrap_or_default()
     );
 
-    let server = RpcServer::start(&transport, rpc_targets(&host), dispatcher())
+    let manager = Arc::new(ComputeManager {
+        host: host.clone(),
+        conductor: conductor.clone(),
+        glance: Arc::new(glance),
+        engine,
+        notifier: OsloNotificationSink::new(
+            &transport,
+            cfg.oslo_messaging_notifications.topics.clone(),
+            cfg.notifications.versioned_notifications_topics.clone(),
+        ),
+        notification_policy: NotificationPolicy::new(
+            cfg.notifications.notification_format,
+            &cfg.oslo_messaging_notifications.driver,
+        ),
+        payload_options: PayloadOptions {
+            glance_api_server: cfg.glance.api_servers.first().cloned(),
+            ..PayloadOptions::default()
+        },
+        snapshot_limit: Limit::new(cfg.default.max_concurrent_snapshots),
+        disk_ops: Limit::new(cfg.compute.max_concurrent_disk_ops),
+        instance_locks: InstanceLocks::default(),
+        inflight: Arc::new(InFlight::default()),
+    });
+    // Recovery before consuming: a queued cast must find the host clean.
+    manager.recover().await;
+
+    let server = RpcServer::start(&transport, rpc_targets(&host), manager.dispatcher())
         .await
         .map_err(StartupError::RpcServer)?;
     let heartbeat = Heartbeat::start(conductor.clone(), admin, service, &service_opts);
@@ -76,11 +120,124 @@ pub async fn run(cfg: Config) -> Result<(), StartupError> {
 
     let signal = shutdown_signal().await;
     info!("{signal} received: stopping RPC servers");
+    server.stop().await;
+    graceful_stop(&manager).await;
     server.shutdown().await;
     heartbeat.stop().await;
     transport.close().await;
     info!("nova-compute stopped");
     Ok(())
+}
+
+/// Lets running snapshots finish for [`SHUTDOWN_GRACE`]; a second signal or
+/// the end of the grace period aborts them, and they clean up as any failed
+/// snapshot does (guest thawed and resumed, domain persistent, image
+/// deleted, task state reset, fault recorded) before the process exits.
+async fn graceful_stop(manager: &ComputeManager) {
+    let running = manager.inflight.running();
+    if running.is_empty() {
+        return;
+    }
+    info!(
+        "Waiting up to {}s for {} running task(s) to finish: {}",
+        SHUTDOWN_GRACE.as_secs(),
+        running.len(),
+        running.join("; ")
+    );
+    let finished = tokio::select! {
+        done = manager.inflight.wait_idle(SHUTDOWN_GRACE) => done,
+        s = shutdown_signal() => {
+            warn!("{s} received again: aborting running tasks now");
+            false
+        }
+    };
+    if !finished {
+        warn!("Aborting running task(s): {}", manager.inflight.running().join("; "));
+        manager.inflight.abort_all();
+        if !manager.inflight.wait_idle(ABORT_CLEANUP).await {
+            error!("Tasks still running after abort: {}", manager.inflight.running().join("; "));
+        }
+    }
+}
+
+/// What the engine reads from nova.conf.
+fn engine_config(cfg: &Config) -> EngineConfig {
+    let format = cfg.libvirt.snapshot_image_format.map(|f| match f {
+        SnapshotImageFormat::Raw => ImageFormat::Raw,
+        SnapshotImageFormat::Qcow2 => ImageFormat::Qcow2,
+        SnapshotImageFormat::Vmdk => ImageFormat::Vmdk,
+        SnapshotImageFormat::Vdi => ImageFormat::Vdi,
+    });
+    EngineConfig {
+        connection_uri: cfg.libvirt.effective_uri().to_owned(),
+        snapshots_directory: cfg.libvirt.snapshots_directory.clone().into(),
+        // Host-local state, never on the (possibly shared) instances_path.
+        journal_directory: std::path::Path::new(&cfg.default.state_path).join("snapshot-journal"),
+        snapshot_image_format: format,
+        snapshot_compression: cfg.libvirt.snapshot_compression,
+        disable_libvirt_livesnapshot: cfg.workarounds.disable_libvirt_livesnapshot,
+        live_strategy: match cfg.libvirt.live_snapshot_strategy {
+            LiveSnapshotStrategy::Backup => LiveStrategy::Backup,
+            LiveSnapshotStrategy::Mirror => LiveStrategy::Mirror,
+        },
+        ..EngineConfig::default()
+    }
+}
+
+fn glance_options(cfg: &Config) -> GlanceOptions {
+    let g = &cfg.glance;
+    GlanceOptions {
+        api_servers: g.api_servers.clone(),
+        num_retries: g.num_retries,
+        cafile: g.cafile.clone().map(Into::into),
+        insecure: g.insecure,
+        timeout: g.timeout.and_then(|t| u64::try_from(t).ok()).map(Duration::from_secs),
+        endpoint_override: g.endpoint_override.clone(),
+        region_name: g.region_name.clone(),
+        valid_interfaces: g.valid_interfaces.clone(),
+        service_type: g.service_type.clone(),
+    }
+}
+
+/// `[service_user]`, when `send_service_user_token` is on.
+fn service_user_options(cfg: &Config) -> Option<ServiceUserOptions> {
+    let s = &cfg.service_user;
+    if !s.send_service_user_token {
+        return None;
+    }
+    let secret = |v: &Option<oslo_config::Secret>| v.as_ref().map(|x| x.expose().to_owned()).unwrap_or_default();
+    let credentials = match s.auth_type.as_deref() {
+        Some("v3applicationcredential") | Some("applicationcredential") => {
+            ServiceCredentials::ApplicationCredential(ApplicationCredential {
+                id: s.application_credential_id.clone(),
+                name: s.application_credential_name.clone(),
+                user_id: s.user_id.clone(),
+                username: s.username.clone(),
+                user_domain_id: s.user_domain_id.clone(),
+                user_domain_name: s.user_domain_name.clone(),
+                secret: secret(&s.application_credential_secret),
+            })
+        }
+        _ => ServiceCredentials::Password(PasswordCredentials {
+            user_id: s.user_id.clone(),
+            username: s.username.clone(),
+            user_domain_id: s.user_domain_id.clone(),
+            user_domain_name: s.user_domain_name.clone(),
+            password: secret(&s.password),
+            project_id: s.project_id.clone(),
+            project_name: s.project_name.clone(),
+            project_domain_id: s.project_domain_id.clone(),
+            project_domain_name: s.project_domain_name.clone(),
+        }),
+    };
+    Some(ServiceUserOptions {
+        send_service_user_token: true,
+        auth_url: s.auth_url.clone().unwrap_or_default(),
+        credentials,
+        cafile: s.cafile.clone().map(Into::into),
+        insecure: s.insecure,
+        timeout: s.timeout.and_then(|t| u64::try_from(t).ok()).map(Duration::from_secs),
+    })
 }
 
 /// Opens libvirt and logs what it runs; blocking calls stay off the runtime.
@@ -134,16 +291,6 @@ fn rpc_targets(host: &str) -> Vec<Target> {
         Target::topic("compute").with_server(host).with_version(COMPUTE_RPC_API_VERSION),
         Target::topic("compute-alt").with_server(host).with_version(COMPUTE_RPC_API_VERSION),
     ]
-}
-
-/// Methods not (yet) served here are refused the way oslo refuses a method
-/// the endpoint lacks, so a caller gets `NoSuchMethod` at once instead of a
-/// timeout.
-fn dispatcher() -> Dispatcher {
-    Dispatcher::new().fallback(|ctx, method, _args| async move {
-        error!(request_id = ctx.request_id().unwrap_or("-"), "Method {method} is not supported by this compute service");
-        Err::<serde_json::Value, _>(RemoteError::no_such_method(&method))
-    })
 }
 
 async fn shutdown_signal() -> &'static str {

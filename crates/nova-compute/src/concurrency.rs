@@ -1,0 +1,161 @@
+//! Limits and in-flight tracking.
+//!
+//! - `[DEFAULT] max_concurrent_snapshots`: nova's `_snapshot_semaphore`
+//!   (0, deprecated, means unlimited);
+//! - `[compute] max_concurrent_disk_ops`: nova's `disk_ops_semaphore`
+//!   around the upload (0 = unlimited);
+//! - one snapshot per instance at a time: nova relies on the API's task-state
+//!   precondition only; a duplicate cast (redelivery, a second API racing)
+//!   waits here instead of copying the same disk twice;
+//! - every running snapshot is registered, so a stop can wait for them for
+//!   a grace period and then cancel them (nova's `_start_recorded_task`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{watch, Notify, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
+
+/// A semaphore that may be unlimited.
+#[derive(Debug, Clone)]
+pub struct Limit(Option<Arc<Semaphore>>);
+
+impl Limit {
+    pub fn new(max: u32) -> Self {
+        Limit((max > 0).then(|| Arc::new(Semaphore::new(max as usize))))
+    }
+
+    pub async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
+        match &self.0 {
+            Some(s) => s.clone().acquire_owned().await.ok(),
+            None => None,
+        }
+    }
+}
+
+/// Per-instance exclusion.
+#[derive(Debug, Default)]
+pub struct InstanceLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl InstanceLocks {
+    pub async fn lock(&self, uuid: &str) -> OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            // Forget locks nobody holds, so the map does not grow forever.
+            map.retain(|_, l| Arc::strong_count(l) > 1);
+            map.entry(uuid.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
+
+/// The long-running work in flight, and the stop signal it watches.
+#[derive(Debug)]
+pub struct InFlight {
+    running: Mutex<HashMap<u64, String>>,
+    next: Mutex<u64>,
+    idle: Notify,
+    abort: watch::Sender<bool>,
+}
+
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight {
+            running: Mutex::default(),
+            next: Mutex::new(0),
+            idle: Notify::new(),
+            abort: watch::channel(false).0,
+        }
+    }
+}
+
+/// Registration of one task; deregisters on drop (also on panic).
+pub struct Tracked {
+    owner: Arc<InFlight>,
+    id: u64,
+    /// Becomes true when the service gives up waiting and aborts the work.
+    pub abort: watch::Receiver<bool>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let mut running = self.owner.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.remove(&self.id);
+        if running.is_empty() {
+            self.owner.idle.notify_waiters();
+        }
+    }
+}
+
+impl InFlight {
+    pub fn track(self: &Arc<Self>, what: String) -> Tracked {
+        let id = {
+            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            *next += 1;
+            *next
+        };
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(id, what);
+        Tracked { owner: self.clone(), id, abort: self.abort.subscribe() }
+    }
+
+    pub fn running(&self) -> Vec<String> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// Waits until nothing runs (true) or `grace` passes (false).
+    pub async fn wait_idle(&self, grace: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let notified = self.idle.notified();
+            if self.running().is_empty() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.running().is_empty();
+            }
+        }
+    }
+
+    /// Tells every tracked task to abort (they clean up and end).
+    pub fn abort_all(&self) {
+        self.abort.send_replace(true);
+    }
+}
+
+/// Resolves when `abort` turns true (never, if the sender is gone).
+pub async fn aborted(abort: &mut watch::Receiver<bool>) {
+    if abort.wait_for(|a| *a).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn wait_idle_sees_the_last_task_end() {
+        let inflight = Arc::new(InFlight::default());
+        let t = inflight.track("a".into());
+        assert!(!inflight.wait_idle(Duration::from_millis(20)).await);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(t);
+        });
+        assert!(inflight.wait_idle(Duration::from_secs(2)).await);
+    }
+
+    #[tokio::test]
+    async fn abort_reaches_tracked_tasks() {
+        let inflight = Arc::new(InFlight::default());
+        let mut t = inflight.track("a".into());
+        inflight.abort_all();
+        tokio::time::timeout(Duration::from_secs(1), aborted(&mut t.abort)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn zero_means_unlimited() {
+        assert!(Limit::new(0).acquire().await.is_none());
+        assert!(Limit::new(1).acquire().await.is_some());
+    }
+}

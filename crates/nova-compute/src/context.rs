@@ -1,0 +1,77 @@
+//! nova's `RequestContext` for one RPC request, in the two shapes the
+//! crates below need: the full `_context_*` map (forwarded verbatim on every
+//! conductor call, so the conductor finds the instance action by request id)
+//! and the three values Glance calls need (the user's token, the global
+//! request id, the service catalog), as nova's `image.glance` takes them.
+
+use nova_objects::RequestContext;
+use oslo_messaging::Context;
+use serde_json::Value;
+
+/// One request's identity, as received.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub ctx: RequestContext,
+    pub glance: glance_client::RequestContext,
+}
+
+impl Request {
+    pub fn from_rpc(ctx: Context) -> Self {
+        let ctx = RequestContext::from_dict(ctx.into_map());
+        let glance = glance_context(&ctx);
+        Request { ctx, glance }
+    }
+
+    /// `context.elevated()`: admin for conductor calls, same user token for Glance.
+    pub fn elevated(&self) -> Self {
+        Request { ctx: self.ctx.elevated(), glance: self.glance.clone() }
+    }
+
+    pub fn request_id(&self) -> &str {
+        self.ctx.request_id().unwrap_or("-")
+    }
+
+    pub fn global_request_id(&self) -> &str {
+        self.ctx.global_request_id().unwrap_or("None")
+    }
+
+    /// oslo.context's `user_identity`: `user project domain user_domain project_domain`.
+    pub fn user_identity(&self) -> String {
+        if let Some(identity) = self.ctx.get("user_identity").and_then(Value::as_str) {
+            return identity.to_owned();
+        }
+        let part = |k: &str| self.ctx.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
+        format!(
+            "{} {} {} {} {}",
+            part("user_id"),
+            part("project_id"),
+            part("domain"),
+            part("user_domain"),
+            part("project_domain")
+        )
+    }
+
+    /// The span every log line of this request is written in: the oslo
+    /// formatter puts these fields into the `[req-... ...] [instance: ...]` part.
+    pub fn span(&self, method: &str, instance: &str) -> tracing::Span {
+        tracing::info_span!(
+            "request",
+            method,
+            request_id = self.request_id(),
+            global_request_id = self.global_request_id(),
+            user_identity = %self.user_identity(),
+            instance,
+        )
+    }
+}
+
+/// nova's glance client auth: the user's token and catalog from the context;
+/// `X-OpenStack-Request-ID` is the global id, else the request id.
+fn glance_context(ctx: &RequestContext) -> glance_client::RequestContext {
+    let catalog = ctx.get("service_catalog").cloned().unwrap_or(Value::Null);
+    glance_client::RequestContext {
+        auth_token: ctx.auth_token().map(str::to_owned),
+        global_request_id: ctx.global_request_id().or(ctx.request_id()).map(str::to_owned),
+        service_catalog: glance_client::ServiceCatalog::from_json(&catalog),
+    }
+}
