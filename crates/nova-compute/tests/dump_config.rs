@@ -122,11 +122,20 @@ fn default_search_uses_home() {
 }
 
 #[test]
-fn without_dump_config_the_service_says_it_is_not_implemented() {
+fn unreachable_broker_is_a_clear_startup_error() {
+    // libvirt's built-in test driver needs no daemon, so start-up gets as far
+    // as the broker, which nothing serves on port 1.
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("nova.conf");
-    std::fs::write(&conf, "[DEFAULT]\nhost = c1\n").unwrap();
+    std::fs::write(
+        &conf,
+        "[DEFAULT]\nhost = c1\nuse_stderr = true\ntransport_url = rabbit://guest:guest@127.0.0.1:1/\n\
+         [libvirt]\nconnection_uri = test:///default\n",
+    )
+    .unwrap();
     let out = run(&["--config-file", conf.to_str().unwrap()], dir.path());
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("cannot connect to the message broker"), "stderr: {stderr}");
+    assert!(!stderr.contains("guest:guest"), "the broker password leaked: {stderr}");
 }
