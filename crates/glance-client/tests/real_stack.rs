@@ -42,7 +42,7 @@ fn nova_password() -> ServiceCredentials {
 }
 
 fn nova_application_credential() -> ServiceCredentials {
-    let path = repo_dir().join(".stack/keystone/nova-appcred.json");
+    let path = stack_tests::stack_dir().join("keystone/nova-appcred.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     ServiceCredentials::ApplicationCredential(ApplicationCredential {
@@ -287,7 +287,7 @@ async fn glance_restart_mid_upload_fails_clearly() {
     glance.delete(&ctx, &id).await.unwrap();
     // Glance never recorded a location for the cut-off data, so deleting the image leaves the
     // partial file behind (Glance's leak, not the client's): keep the test stack tidy.
-    let _ = std::fs::remove_file(repo_dir().join(".stack/glance-spare/images").join(&id));
+    let _ = std::fs::remove_file(stack_tests::stack_dir().join("glance-spare/images").join(&id));
 }
 
 /// Test 4: the image is deleted while its data is being sent: `ImageNotFound`, one attempt.
@@ -366,7 +366,7 @@ async fn size_cap_exceeded_is_quota_exceeded_and_leaves_nothing() {
     assert_eq!(source.opens(), 1, "no retry");
     let image = glance.get(&ctx, &id).await.unwrap();
     assert_eq!(image.status, ImageStatus::Queued);
-    let store = repo_dir().join(".stack/glance-capped/images").join(&id);
+    let store = stack_tests::stack_dir().join("glance-capped/images").join(&id);
     assert!(
         !store.exists(),
         "half-written data left at {}",

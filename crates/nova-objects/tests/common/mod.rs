@@ -62,8 +62,9 @@ pub async fn conductor() -> (Transport, Arc<ConductorApi<OsloConductorTransport>
 /// Runs nova_peer.py (nova's own code) and returns its JSON answer.
 pub fn peer(args: &[&str]) -> Value {
     let root = repo_root();
-    let python = root.join(".stack/venvs/nova/bin/python");
-    let conf = root.join(".stack/nova/nova.conf");
+    let stack = stack_tests::stack_dir();
+    let python = stack.join("venvs/nova/bin/python");
+    let conf = stack.join("nova/nova.conf");
     assert!(
         python.exists() && conf.exists(),
         "nova venv or nova.conf missing: run deploy/dev/stack up"

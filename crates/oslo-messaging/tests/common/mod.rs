@@ -23,7 +23,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub fn python() -> PathBuf {
-    repo_root().join(".stack/venvs/nova/bin/python")
+    stack_tests::stack_dir().join("venvs/nova/bin/python")
 }
 
 /// Fails (with the fix) unless RabbitMQ and the oslo.messaging venv exist.
