@@ -311,6 +311,69 @@ def cmd_snapshot_payloads(args):
             'legacy': json.loads(json.dumps(legacy, default=str))}
 
 
+def cmd_api_delete(args):
+    """What nova-api's API._delete does to the instance row before it casts
+    terminate_instance: task_state DELETING (saved with no expected state,
+    so it preempts any running task) and progress 0. With --destroy, also
+    what terminate_instance ends with on the compute: instance.destroy()
+    (the row is soft-deleted; later saves raise InstanceNotFound)."""
+    from nova.compute import task_states
+
+    ctx = _context(args)
+    inst = _get_instance(ctx, args.uuid)
+    inst.update({'task_state': task_states.DELETING, 'progress': 0})
+    inst.save()
+    if args.destroy:
+        inst.destroy()
+    return _instance_report(ctx, args.uuid)
+
+
+def cmd_nova_fault(args):
+    """What add_instance_fault_from_exc stores for nova.exception.<class>
+    raised with these kwargs (code, message): nova's own msg_fmt and code."""
+    from nova.compute import utils as compute_utils
+    from nova import exception
+
+    exc = getattr(exception, args.exc_class)(**json.loads(args.kwargs))
+    fault = compute_utils.exception_to_dict(exc)
+    return {'code': fault['code'], 'message': fault['message']}
+
+
+def cmd_drain_notifications(args):
+    """Every message waiting in a notification queue (`<topic>.<priority>`,
+    declared by the publisher), decoded from oslo's envelope, in order; with
+    --delete the queue is deleted afterwards. A queue that does not exist
+    yet reads as empty."""
+    import kombu
+
+    from nova import conf
+
+    url = conf.CONF.transport_url.replace('rabbit://', 'amqp://', 1)
+    if url.endswith(':5672/'):
+        url += '/'
+    messages = []
+    missing = False
+    with kombu.Connection(url) as conn:
+        channel = conn.channel()
+        try:
+            while True:
+                msg = channel.basic_get(queue=args.queue, no_ack=True)
+                if msg is None:
+                    break
+                body = json.loads(msg.body)
+                if 'oslo.message' in body:
+                    body = json.loads(body['oslo.message'])
+                messages.append(body)
+        except Exception as exc:  # 404: the publisher never declared it
+            if '404' not in str(exc) and 'NOT_FOUND' not in str(exc):
+                raise
+            missing = True
+            channel = conn.channel()
+        if args.delete and not missing:
+            channel.queue_delete(queue=args.queue)
+    return {'queue': args.queue, 'missing': missing, 'messages': messages}
+
+
 def cmd_service(args):
     from nova import exception
     from nova import objects
@@ -424,6 +487,20 @@ def _parser():
     c.add_argument('--context-json', required=True,
                    help='the RequestContext.to_dict() to build them for')
     c.set_defaults(func=cmd_snapshot_payloads)
+    c = sub.add_parser('api-delete')
+    c.add_argument('--uuid', required=True)
+    c.add_argument('--destroy', action='store_true')
+    c.set_defaults(func=cmd_api_delete)
+
+    c = sub.add_parser('nova-fault')
+    c.add_argument('--exc-class', required=True)
+    c.add_argument('--kwargs', required=True, help='JSON object')
+    c.set_defaults(func=cmd_nova_fault)
+
+    c = sub.add_parser('drain-notifications')
+    c.add_argument('--queue', required=True)
+    c.add_argument('--delete', action='store_true')
+    c.set_defaults(func=cmd_drain_notifications)
     return p
 
 

@@ -162,6 +162,20 @@ pub fn peer(args: &[&str]) -> Value {
     })
 }
 
+/// `peer` for a change that must succeed: retried while sqlite answers
+/// "database is locked" (another writer on the stack's nova database).
+pub fn peer_ok(args: &[&str]) -> Value {
+    for _ in 0..10 {
+        let r = peer(args);
+        match r.get("error") {
+            None => return r,
+            Some(e) if e.to_string().contains("database is locked") => std::thread::sleep(Duration::from_millis(500)),
+            Some(_) => panic!("nova_peer {args:?}: {r}"),
+        }
+    }
+    panic!("nova_peer {args:?}: database still locked");
+}
+
 pub fn create_instance(uuid: &str, host: &str, props: &[&str]) -> Value {
     let mut args = vec!["create-instance", "--uuid", uuid, "--host", host];
     for p in props {
@@ -255,4 +269,249 @@ pub fn read_to_string(path: &Path) -> String {
         let _ = f.read_to_string(&mut s);
     }
     s
+}
+
+// ---------------------------------------------------------------------------
+// A Glance front end the test controls (e2e_failures): an in-process TCP
+// proxy on its own tokio runtime, in front of the shared Glance. It throttles
+// upload bodies, cuts one upload after N bytes, plays "Glance is gone"
+// (connections accepted, request head read and recorded, then closed with no
+// answer) for a number of connections or for good, and can hold the GET of
+// one image until the test releases it. Every request head it sees is
+// recorded as "METHOD /path" (refused ones prefixed "refused ").
+// ---------------------------------------------------------------------------
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+#[derive(Default)]
+pub struct ProxyState {
+    /// Cut the next `PUT .../file` after this many body bytes (one shot).
+    pub cut_put_after: Mutex<Option<u64>>,
+    /// Connections to refuse now; -1 = for good.
+    pub refuse: AtomicI64,
+    /// What `refuse` becomes when the upload is cut (0: Glance stays reachable).
+    pub refuse_after_cut: AtomicI64,
+    /// Upload bodies forwarded at most this fast (bytes/s); 0 = unthrottled.
+    pub put_rate: AtomicU64,
+    /// Hold `GET /v2/images/<this id>` ("*": any image) until `release()`.
+    pub hold_image: Mutex<Option<String>>,
+    /// Requests held so far.
+    pub held: AtomicU64,
+    /// Upload body bytes forwarded to Glance, all attempts.
+    pub put_bytes: AtomicU64,
+    pub cuts: AtomicU64,
+    pub requests: Mutex<Vec<String>>,
+    released: tokio::sync::Notify,
+    released_flag: AtomicBool,
+}
+
+pub struct GlanceProxy {
+    pub url: String,
+    pub state: Arc<ProxyState>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl GlanceProxy {
+    /// A proxy in front of `upstream` ("127.0.0.1:9292").
+    pub fn start(upstream: &str) -> GlanceProxy {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let upstream: SocketAddr = upstream.parse().unwrap();
+        let state = Arc::new(ProxyState::default());
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let st = state.clone();
+        runtime.spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(proxy_connection(client, upstream, st.clone()));
+            }
+        });
+        GlanceProxy { url, state, runtime: Some(runtime) }
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Lets held requests (and later ones) through.
+    pub fn release(&self) {
+        self.state.released_flag.store(true, Ordering::SeqCst);
+        *self.state.hold_image.lock().unwrap() = None;
+        self.state.released.notify_waiters();
+    }
+}
+
+impl Drop for GlanceProxy {
+    fn drop(&mut self) {
+        self.release();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+async fn read_head(client: &mut tokio::net::TcpStream) -> Option<(Vec<u8>, usize)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::with_capacity(8192);
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = client.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some((buf, pos + 4));
+        }
+        if buf.len() > 1 << 20 {
+            return None;
+        }
+    }
+}
+
+async fn proxy_connection(mut client: tokio::net::TcpStream, upstream: SocketAddr, st: Arc<ProxyState>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some((head, head_len)) = read_head(&mut client).await else { return };
+    let line = String::from_utf8_lossy(&head[..head.iter().position(|&b| b == b'\r').unwrap_or(0)]).into_owned();
+    let mut parts = line.split(' ');
+    let (method, path) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
+    let refusing = st.refuse.load(Ordering::SeqCst);
+    if refusing != 0 {
+        if refusing > 0 {
+            st.refuse.fetch_sub(1, Ordering::SeqCst);
+        }
+        st.requests.lock().unwrap().push(format!("refused {method} {path}"));
+        return; // closed without an answer: a connection error for the client
+    }
+    st.requests.lock().unwrap().push(format!("{method} {path}"));
+    let held = st.hold_image.lock().unwrap().clone();
+    if let Some(id) = held {
+        let image_get = path.strip_prefix("/v2/images/").is_some_and(|rest| !rest.contains('/') && (id == "*" || rest == id));
+        if method == "GET" && image_get && !st.released_flag.load(Ordering::SeqCst) {
+            let notified = st.released.notified();
+            st.held.fetch_add(1, Ordering::SeqCst);
+            if !st.released_flag.load(Ordering::SeqCst) {
+                notified.await;
+            }
+        }
+    }
+    let Ok(up) = tokio::net::TcpStream::connect(upstream).await else { return };
+    let is_upload = method == "PUT" && path.ends_with("/file");
+    let cut_after = if is_upload { st.cut_put_after.lock().unwrap().take() } else { None };
+    let (mut cr, mut cw) = client.into_split();
+    let (mut ur, mut uw) = up.into_split();
+    let pump_state = st.clone();
+    let pump = async move {
+        // Returns true when the upload was cut.
+        let mut body = head.len() - head_len;
+        if uw.write_all(&head).await.is_err() {
+            return false;
+        }
+        if is_upload {
+            pump_state.put_bytes.fetch_add(body as u64, Ordering::SeqCst);
+        }
+        let started = Instant::now();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let rate = if is_upload { pump_state.put_rate.load(Ordering::SeqCst) } else { 0 };
+            let want = if rate > 0 { buf.len().min((rate / 8).max(4096) as usize) } else { buf.len() };
+            let n = match cr.read(&mut buf[..want]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            let mut n_fwd = n;
+            if let Some(limit) = cut_after {
+                if (body + n) as u64 >= limit {
+                    n_fwd = (limit as usize).saturating_sub(body);
+                    let _ = uw.write_all(&buf[..n_fwd]).await;
+                    pump_state.put_bytes.fetch_add(n_fwd as u64, Ordering::SeqCst);
+                    return true;
+                }
+            }
+            if uw.write_all(&buf[..n_fwd]).await.is_err() {
+                return false;
+            }
+            body += n_fwd;
+            if is_upload {
+                pump_state.put_bytes.fetch_add(n_fwd as u64, Ordering::SeqCst);
+                let rate = pump_state.put_rate.load(Ordering::SeqCst);
+                if rate > 0 {
+                    let due = Duration::from_secs_f64(body as f64 / rate as f64);
+                    let elapsed = started.elapsed();
+                    if due > elapsed {
+                        tokio::time::sleep((due - elapsed).min(Duration::from_millis(500))).await;
+                    }
+                }
+            }
+        }
+    };
+    let back = tokio::io::copy(&mut ur, &mut cw);
+    tokio::pin!(pump);
+    tokio::pin!(back);
+    tokio::select! {
+        cut = &mut pump => {
+            if cut {
+                st.cuts.fetch_add(1, Ordering::SeqCst);
+                st.refuse.store(st.refuse_after_cut.load(Ordering::SeqCst), Ordering::SeqCst);
+                return; // both sockets dropped mid-body
+            }
+            let _ = back.await;
+        }
+        _ = &mut back => {}
+    }
+}
+
+/// Deletes what a test made, also when it fails: Glance images (directly on
+/// the shared Glance), nova instance rows, notification queues.
+#[derive(Default)]
+pub struct Cleanup {
+    pub images: Mutex<Vec<String>>,
+    pub instances: Mutex<Vec<String>>,
+    pub queues: Mutex<Vec<String>>,
+}
+
+impl Cleanup {
+    pub fn image(&self, id: &str) {
+        self.images.lock().unwrap().push(id.to_owned());
+    }
+    pub fn instance(&self, uuid: &str) {
+        self.instances.lock().unwrap().push(uuid.to_owned());
+    }
+    pub fn queue(&self, name: &str) {
+        self.queues.lock().unwrap().push(name.to_owned());
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for id in self.images.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            glance_delete(id);
+        }
+        for uuid in self.instances.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = std::panic::catch_unwind(|| peer(&["purge-instance", "--uuid", uuid]));
+        }
+        for q in self.queues.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = std::panic::catch_unwind(|| peer(&["drain-notifications", "--queue", q, "--delete"]));
+        }
+    }
+}
+
+/// Downloads an image from the shared Glance: (bytes, sha512 hex).
+pub fn glance_download_sha512(id: &str, work: &Path) -> (u64, String) {
+    let file = work.join(format!("{id}.download"));
+    let (ok, _) = curl(&["-f", "-o", file.to_str().unwrap(), &format!("{GLANCE}/v2/images/{id}/file")]);
+    assert!(ok, "download image {id}");
+    let size = std::fs::metadata(&file).unwrap().len();
+    let out = Command::new("sha512sum").arg(&file).output().unwrap();
+    let _ = std::fs::remove_file(&file);
+    let sum = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_owned();
+    (size, sum)
+}
+
+/// Files left in the compute's `snapshots_directory`.
+pub fn snapshot_leftovers(compute: &Compute) -> Vec<PathBuf> {
+    std::fs::read_dir(compute.dir.join("state/instances/snapshots"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default()
 }
