@@ -43,6 +43,12 @@ pub const UPLOAD_CHUNK: usize = 4 * 1024 * 1024;
 const REQUEUE_WAIT: Duration = Duration::from_secs(120);
 /// How long an image may stay `saving` after a failed attempt before it counts as abandoned.
 const STALE_SAVING: Duration = Duration::from_secs(20);
+/// Polls of an unreachable Glance allowed per `[glance] num_retries` attempt. nova gives up
+/// after `1 + num_retries` attempts one second apart; a uWSGI Glance that restarts takes a few
+/// seconds to answer again, and a retried upload beats a failed snapshot, so each attempt here
+/// is worth a few polls — but an unreachable Glance still fails the snapshot within seconds,
+/// not minutes.
+const UNANSWERED_POLLS_PER_ATTEMPT: u32 = 5;
 /// How often progress is reported.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -304,10 +310,14 @@ impl GlanceClient {
         failure: &GlanceError,
     ) -> Result<Option<ImageMeta>, GlanceError> {
         let deadline = Instant::now() + REQUEUE_WAIT;
+        let unanswered_budget = UNANSWERED_POLLS_PER_ATTEMPT * (1 + self.num_retries);
+        let mut unanswered = 0;
         let mut saving_since = None;
         loop {
             tokio::time::sleep(RETRY_PAUSE).await;
-            match self.get_once(ctx, image_id).await {
+            let polled = self.get_once(ctx, image_id).await;
+            unanswered = if polled.is_ok() { 0 } else { unanswered + 1 };
+            match polled {
                 Ok(image) => match image.status {
                     ImageStatus::Queued => return Ok(None),
                     ImageStatus::Active => return Ok(Some(image)),
@@ -338,7 +348,7 @@ impl GlanceClient {
                 ) => return Err(e),
                 Err(e) => warn!(image_id, error = %e, "image status unavailable; still waiting"),
             }
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || unanswered >= unanswered_budget {
                 return Err(clone_failure(failure));
             }
         }
