@@ -30,6 +30,22 @@ pub const CONDUCTOR_VERSION: &str = "3.0";
 /// `ping`'s argument; the conductor echoes it.
 const PING_ARG: &str = "1.21 GigaWatts";
 
+/// How often a call refused with "database is locked" is sent again. nova
+/// retries deadlocked instance updates itself (`wrap_db_retry(retry_on_deadlock)`
+/// around `_instance_update`), but oslo.db does not classify SQLite's lock
+/// error as a deadlock, so against a SQLite-backed conductor the retry has to
+/// happen here. The refused transaction was rolled back, so sending the same
+/// call again is safe, compare-and-swap saves included.
+pub const DB_LOCKED_RETRIES: u32 = 5;
+const DB_LOCKED_PAUSE: Duration = Duration::from_millis(200);
+
+/// The conductor's database said it was locked (SQLite's `OperationalError`,
+/// or oslo.db's `DBDeadlock`): transient, nothing was written.
+fn is_db_locked(failure: &RemoteFailure) -> bool {
+    failure.class == "DBDeadlock"
+        || (failure.class == "OperationalError" && failure.message.contains("database is locked"))
+}
+
 /// One RPC call to the conductor.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConductorCall {
@@ -108,8 +124,28 @@ impl<T: ConductorTransport> ConductorApi<T> {
         &self.transport
     }
 
-    /// Sends one call and maps its failure.
+    /// Sends one call and maps its failure. A call the conductor's database
+    /// refused because it was momentarily locked is sent again, a few times
+    /// (see [`DB_LOCKED_RETRIES`]).
     pub async fn call(
+        &self,
+        ctx: &RequestContext,
+        call: ConductorCall,
+    ) -> Result<Value, ConductorError> {
+        let mut attempt = 0;
+        loop {
+            match self.call_once(ctx, call.clone()).await {
+                Err(ConductorError::Remote(f)) if is_db_locked(&f) && attempt < DB_LOCKED_RETRIES => {
+                    attempt += 1;
+                    warn!(method = call.method, attempt, "conductor database locked; retrying");
+                    tokio::time::sleep(DB_LOCKED_PAUSE * attempt).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn call_once(
         &self,
         ctx: &RequestContext,
         call: ConductorCall,
@@ -340,6 +376,50 @@ mod tests {
             Value::Object(call.args.clone()),
             json!({"arg": "1.21 GigaWatts"})
         );
+    }
+
+    fn remote(class: &str, module: &str, message: &str) -> TransportError {
+        TransportError::Remote(Box::new(RemoteFailure {
+            class: class.into(),
+            module: module.into(),
+            message: message.into(),
+            kwargs: Map::new(),
+        }))
+    }
+
+    fn save_call() -> ConductorCall {
+        ConductorCall {
+            method: "object_action",
+            args: Map::new(),
+            namespace: None,
+            version: "3.0",
+            timeout: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_locked_conductor_database_is_retried_and_other_failures_are_not() {
+        let locked = || remote("OperationalError", "sqlalchemy.exc", "(sqlite3.OperationalError) database is locked");
+        let api = ConductorApi::new(FakeTransport::replying(vec![Err(locked()), Err(locked()), Ok(json!([{}, null]))]));
+        let ctx = RequestContext::admin();
+        api.call(&ctx, save_call()).await.unwrap();
+        assert_eq!(api.transport().calls().len(), 3);
+
+        // Any other database error is a real failure: sent once.
+        let api = ConductorApi::new(FakeTransport::replying(vec![Err(remote(
+            "OperationalError",
+            "sqlalchemy.exc",
+            "(sqlite3.OperationalError) no such table: instances",
+        ))]));
+        assert!(matches!(api.call(&ctx, save_call()).await, Err(ConductorError::Remote(_))));
+        assert_eq!(api.transport().calls().len(), 1);
+
+        // A database that stays locked fails after the bounded retries.
+        let api = ConductorApi::new(FakeTransport::replying(
+            (0..=DB_LOCKED_RETRIES).map(|_| Err(locked())).collect(),
+        ));
+        assert!(matches!(api.call(&ctx, save_call()).await, Err(ConductorError::Remote(_))));
+        assert_eq!(api.transport().calls().len() as u32, DB_LOCKED_RETRIES + 1);
     }
 
     #[tokio::test(start_paused = true)]
