@@ -200,6 +200,9 @@ impl GlanceClient {
                     );
                     return Ok(image);
                 }
+                Attempt::Fatal(e @ GlanceError::ImageConflict { .. }) => {
+                    return Err(self.explain_conflict(ctx, image_id, e).await)
+                }
                 Attempt::Fatal(e) => return Err(e),
                 Attempt::Unauthorized(e) => {
                     if renewed {
@@ -222,6 +225,21 @@ impl GlanceClient {
                 verify_size(&image, len)?;
                 return Ok(image);
             }
+        }
+    }
+
+    /// Glance answers 409 to a PUT on an image that is being deleted at that
+    /// moment. Whoever deleted it (the user, or nova-api cleaning up) meant
+    /// "image gone", which the caller handles as such (nova: `ImageNotFound`
+    /// during a snapshot is a warning, not a failure); any other conflict
+    /// stays a conflict.
+    async fn explain_conflict(&self, ctx: &RequestContext, image_id: &str, conflict: GlanceError) -> GlanceError {
+        match self.get_once(ctx, image_id).await {
+            Err(not_found @ GlanceError::ImageNotFound { .. }) => not_found,
+            Ok(image) if matches!(image.status, ImageStatus::Deleted | ImageStatus::PendingDelete) => {
+                GlanceError::ImageNotFound { image_id: image_id.to_owned() }
+            }
+            _ => conflict,
         }
     }
 
