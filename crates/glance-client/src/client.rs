@@ -355,6 +355,14 @@ fn http_client(
             .map_err(|e| GlanceError::InvalidConfig(format!("cafile {}: {e}", path.display())))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| GlanceError::InvalidConfig(format!("cafile {}: {e}", path.display())))?;
+        // An empty or garbled bundle would otherwise surface only at the first
+        // call, as an "unknown issuer" that points away from the real mistake.
+        if certs.is_empty() {
+            return Err(GlanceError::InvalidConfig(format!(
+                "cafile {}: no PEM certificate in it",
+                path.display()
+            )));
+        }
         for cert in certs {
             builder = builder.add_root_certificate(cert);
         }

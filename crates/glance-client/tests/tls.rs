@@ -306,3 +306,19 @@ fn missing_cafile_is_a_configuration_error() {
     }
     eprintln!("missing cafile: {err}");
 }
+
+#[test]
+fn cafile_without_a_certificate_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty-ca.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let err = GlanceClient::new(&options("https://127.0.0.1:9", Some(&empty), false), None)
+        .expect_err("a cafile with no certificate must be refused");
+    match &err {
+        GlanceError::InvalidConfig(reason) => {
+            assert!(reason.contains("no PEM certificate"), "{reason}");
+            assert!(reason.contains(&empty.display().to_string()), "{reason}");
+        }
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+}
