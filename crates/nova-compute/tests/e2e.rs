@@ -12,25 +12,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
 use stack_tests::Guest;
 
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn image_id(reply: &Value) -> String {
-    reply["image_id"].as_str().unwrap_or_else(|| panic!("nova-api refused: {reply}")).to_owned()
-}
-
-fn event_results(report: &Value, event: &str) -> Vec<String> {
-    report["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|a| a["events"].as_array().unwrap().iter())
-        .filter(|e| e["event"] == event)
-        .map(|e| e["result"].as_str().unwrap_or("").to_owned())
-        .collect()
-}
 
 /// Test 1: a live snapshot with each live strategy and a cold one.
 #[test]

@@ -20,23 +20,8 @@ use stack_tests::Guest;
 
 const MIB: u64 = 1024 * 1024;
 
-fn image_id(reply: &Value) -> String {
-    reply["image_id"].as_str().unwrap_or_else(|| panic!("nova-api refused: {reply}")).to_owned()
-}
-
 fn glance_conf(proxy: &GlanceProxy, num_retries: u32) -> String {
     format!("[glance]\napi_servers = {}\nnum_retries = {num_retries}\n", proxy.url)
-}
-
-fn event_results(report: &Value, event: &str) -> Vec<String> {
-    report["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|a| a["events"].as_array().unwrap().iter())
-        .filter(|e| e["event"] == event)
-        .map(|e| e["result"].as_str().unwrap_or("").to_owned())
-        .collect()
 }
 
 /// The guest came out of it untouched: running, thawed, still persistent.

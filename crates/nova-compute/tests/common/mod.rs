@@ -515,3 +515,21 @@ pub fn snapshot_leftovers(compute: &Compute) -> Vec<PathBuf> {
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default()
 }
+
+/// The image nova-api reserved, from nova_peer's `snapshot`/`backup` reply.
+pub fn image_id(reply: &Value) -> String {
+    reply["image_id"].as_str().unwrap_or_else(|| panic!("nova-api refused: {reply}")).to_owned()
+}
+
+/// The results (`Success`, `Error`) of every instance-action event `event`
+/// in a `show-instance` report, oldest first.
+pub fn event_results(report: &Value, event: &str) -> Vec<String> {
+    report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["events"].as_array().unwrap().iter())
+        .filter(|e| e["event"] == event)
+        .map(|e| e["result"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
