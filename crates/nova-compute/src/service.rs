@@ -15,7 +15,7 @@ use glance_client::{
     ApplicationCredential, GlanceClient, GlanceError, GlanceOptions, PasswordCredentials, ServiceCredentials,
     ServiceUserOptions,
 };
-use libvirt_snapshot::{EngineConfig, Hypervisor, ImageFormat, LiveStrategy, SnapshotEngine};
+use libvirt_snapshot::{EngineConfig, ImageFormat, LiveStrategy, SnapshotEngine};
 use nova_objects::{
     register_service, ConductorApi, ConductorError, Heartbeat, NotificationPolicy, OsloConductorTransport,
     OsloNotificationSink, PayloadOptions, ReadinessPolicy, RequestContext, ServiceOptions,
@@ -65,10 +65,7 @@ pub enum StartupError {
 /// Runs the service until SIGTERM or SIGINT.
 pub async fn run(cfg: Config) -> Result<(), StartupError> {
     let host = cfg.default.host.clone();
-    connect_libvirt(&cfg).await?;
-    let engine = SnapshotEngine::connect(engine_config(&cfg))
-        .await
-        .map_err(|source| StartupError::Libvirt { uri: cfg.libvirt.effective_uri().to_owned(), source })?;
+    let engine = connect_libvirt(&cfg).await?;
     let glance = GlanceClient::new(&glance_options(&cfg), service_user_options(&cfg).as_ref())
         .map_err(StartupError::Glance)?;
     let transport = connect_broker(&cfg).await?;
@@ -240,22 +237,22 @@ fn service_user_options(cfg: &Config) -> Option<ServiceUserOptions> {
     })
 }
 
-/// Opens libvirt and logs what it runs; blocking calls stay off the runtime.
-async fn connect_libvirt(cfg: &Config) -> Result<(), StartupError> {
+/// Opens the snapshot engine's libvirt connection — the only one the service
+/// holds — and logs what the host runs; blocking calls stay off the runtime.
+async fn connect_libvirt(cfg: &Config) -> Result<Arc<SnapshotEngine>, StartupError> {
     let uri = cfg.libvirt.effective_uri().to_owned();
-    let probe_uri = uri.clone();
-    let probed = tokio::task::spawn_blocking(move || {
-        let hypervisor = Hypervisor::open(&probe_uri)?;
-        hypervisor.versions()
-    })
-    .await
-    .expect("libvirt probe thread panicked");
-    let versions = probed.map_err(|source| StartupError::Libvirt { uri: uri.clone(), source })?;
+    let libvirt_error = |source| StartupError::Libvirt { uri: uri.clone(), source };
+    let engine = SnapshotEngine::connect(engine_config(cfg)).await.map_err(libvirt_error)?;
+    let probe = engine.clone();
+    let versions = tokio::task::spawn_blocking(move || probe.hypervisor().versions())
+        .await
+        .expect("libvirt probe thread panicked")
+        .map_err(libvirt_error)?;
     info!(
         "Connected to libvirt at {uri}: libvirt {}, {} {} on {}",
         versions.libvirt, versions.hypervisor_type, versions.hypervisor, versions.hostname
     );
-    Ok(())
+    Ok(engine)
 }
 
 async fn connect_broker(cfg: &Config) -> Result<Transport, StartupError> {
