@@ -261,7 +261,8 @@ guest_define() {
         # files that are not ours: replace it rather than boot someone else's disk.
         local xml
         xml=$(_guest_virsh dumpxml --inactive "$name" 2>/dev/null || true)
-        [[ "$xml" == *"$dir/disk.qcow2"* ]] && return 0
+        # Match the whole quoted path: /check/x/.stack/... contains /x/.stack/...
+        [[ "$xml" == *"file='$dir/disk.qcow2'"* ]] && return 0
         say "guest $name is defined for another checkout; redefining it for $STACK_DIR"
         _guest_virsh destroy "$name" >/dev/null 2>&1 || true
         logged guest-build.log _guest_virsh undefine "$name" \

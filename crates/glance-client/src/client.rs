@@ -73,7 +73,9 @@ impl GlanceClient {
         })
     }
 
-    /// `GET /v2/images/{id}`.
+    /// `GET /v2/images/{id}`. An image Glance still shows in status `deleted` or
+    /// `pending_delete` is `ImageNotFound`: whoever deleted it meant it gone, whether or not the
+    /// caller is an admin who may see deleted images.
     pub async fn get(
         &self,
         ctx: &RequestContext,
@@ -91,7 +93,37 @@ impl GlanceClient {
                 },
             )
             .await?;
-        image_from_response(image_id, response).await
+        let image = image_from_response(image_id, response).await?;
+        if image.status.is_deleted() {
+            debug!(image_id, status = %image.status, "image is deleted");
+            return Err(GlanceError::ImageNotFound { image_id: image_id.to_owned() });
+        }
+        Ok(image)
+    }
+
+    /// Glance refuses a change to an image deleted meanwhile with 403 (the admin-visible
+    /// `deleted` status cannot be patched) or 409 (a PUT racing the delete). The deleter meant
+    /// "image gone", which callers handle as such (nova: `ImageNotFound` during a snapshot is a
+    /// warning, not a failure); a refusal of an image that still exists stays what it was.
+    pub(crate) async fn explain_refusal(
+        &self,
+        ctx: &RequestContext,
+        image_id: &str,
+        refusal: GlanceError,
+    ) -> GlanceError {
+        if !matches!(
+            refusal,
+            GlanceError::ImageConflict { .. } | GlanceError::ImageNotAuthorized { .. }
+        ) {
+            return refusal;
+        }
+        match self.get(ctx, image_id).await {
+            Err(not_found @ GlanceError::ImageNotFound { .. }) => {
+                info!(image_id, refused = %refusal, "image was deleted meanwhile");
+                not_found
+            }
+            _ => refusal,
+        }
     }
 
     /// nova's `update(..., purge_props=False)`: GET, PATCH the changed keys only, then add the
@@ -114,7 +146,11 @@ impl GlanceClient {
                 path: &path,
                 body: Some((JSON_PATCH, body)),
             };
-            image = image_from_response(image_id, self.call(ctx, image_id, call).await?).await?;
+            let response = match self.call(ctx, image_id, call).await {
+                Ok(response) => response,
+                Err(refusal) => return Err(self.explain_refusal(ctx, image_id, refusal).await),
+            };
+            image = image_from_response(image_id, response).await?;
             info!(
                 image_id,
                 request_id = ctx.global_request_id.as_deref(),
@@ -194,6 +230,15 @@ impl GlanceClient {
                 debug!(image_id, "image already deleted");
                 Ok(())
             }
+            // Glance answers 400 ("deleted to deleted") for an image whose own delete stopped
+            // half-way; nothing more can be deleted through the API.
+            Err(refusal @ GlanceError::ImageBadRequest { .. }) => match self.get(ctx, image_id).await {
+                Err(GlanceError::ImageNotFound { .. }) => {
+                    warn!(image_id, %refusal, "image is already deleted (Glance's own delete of it did not finish)");
+                    Ok(())
+                }
+                _ => Err(refusal),
+            },
             Err(e) => Err(e),
         }
     }

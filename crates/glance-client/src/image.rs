@@ -35,6 +35,15 @@ pub enum ImageStatus {
     Other(String),
 }
 
+impl ImageStatus {
+    /// `deleted` or `pending_delete`: an image its owner has deleted. Glance shows such an image
+    /// only to admins, or when its own delete stopped half-way (status written, row not yet
+    /// marked deleted, e.g. on a database error), and refuses every change to it.
+    pub fn is_deleted(&self) -> bool {
+        matches!(self, Self::Deleted | Self::PendingDelete)
+    }
+}
+
 impl From<&str> for ImageStatus {
     fn from(status: &str) -> Self {
         match status {

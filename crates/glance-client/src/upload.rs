@@ -200,10 +200,7 @@ impl GlanceClient {
                     );
                     return Ok(image);
                 }
-                Attempt::Fatal(e @ GlanceError::ImageConflict { .. }) => {
-                    return Err(self.explain_conflict(ctx, image_id, e).await)
-                }
-                Attempt::Fatal(e) => return Err(e),
+                Attempt::Fatal(e) => return Err(self.explain_refusal(ctx, image_id, e).await),
                 Attempt::Unauthorized(e) => {
                     if renewed {
                         return Err(e);
@@ -225,21 +222,6 @@ impl GlanceClient {
                 verify_size(&image, len)?;
                 return Ok(image);
             }
-        }
-    }
-
-    /// Glance answers 409 to a PUT on an image that is being deleted at that
-    /// moment. Whoever deleted it (the user, or nova-api cleaning up) meant
-    /// "image gone", which the caller handles as such (nova: `ImageNotFound`
-    /// during a snapshot is a warning, not a failure); any other conflict
-    /// stays a conflict.
-    async fn explain_conflict(&self, ctx: &RequestContext, image_id: &str, conflict: GlanceError) -> GlanceError {
-        match self.get_once(ctx, image_id).await {
-            Err(not_found @ GlanceError::ImageNotFound { .. }) => not_found,
-            Ok(image) if matches!(image.status, ImageStatus::Deleted | ImageStatus::PendingDelete) => {
-                GlanceError::ImageNotFound { image_id: image_id.to_owned() }
-            }
-            _ => conflict,
         }
     }
 
@@ -339,7 +321,7 @@ impl GlanceClient {
                 Ok(image) => match image.status {
                     ImageStatus::Queued => return Ok(None),
                     ImageStatus::Active => return Ok(Some(image)),
-                    ImageStatus::Deleted | ImageStatus::PendingDelete => {
+                    status if status.is_deleted() => {
                         return Err(GlanceError::ImageNotFound {
                             image_id: image_id.to_owned(),
                         })

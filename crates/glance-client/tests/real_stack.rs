@@ -599,3 +599,55 @@ async fn add_location_needs_the_service_role() {
         .unwrap();
     with_service.delete(&ctx, &id).await.unwrap();
 }
+
+/// Glance's delete stopped half-way (its "database is locked" on sqlite): the image row says
+/// `deleted` but is not marked deleted, so the no-auth (admin) Glance still shows it and answers
+/// 403 to any PATCH. Seen from a snapshot this is an image its owner deleted: `ImageNotFound`
+/// from get, update and upload alike, and no data sent.
+#[tokio::test]
+async fn half_deleted_image_is_not_found() {
+    init_tracing();
+    require_shared_glance();
+    let glance = client_for(SHARED_GLANCE);
+    let ctx = context(None);
+    let id = reserve_image(SHARED_GLANCE, None, "glance-client-half-deleted", "raw", json!({})).await;
+    glance_delete_half_way(&id);
+    let (status, shown) = raw_image(SHARED_GLANCE, None, &id).await;
+    assert_eq!((status, shown["status"].as_str()), (200, Some("deleted")), "{shown}");
+
+    assert!(matches!(glance.get(&ctx, &id).await, Err(GlanceError::ImageNotFound { .. })));
+    let update = ImageUpdate::new().set("disk_format", "qcow2");
+    let err = glance.update(&ctx, &id, &update).await.unwrap_err();
+    assert!(matches!(&err, GlanceError::ImageNotFound { image_id } if *image_id == id), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let source = ThrottledFile::new(sparse_file(dir.path(), MIB), 64 * MIB);
+    let err = glance.upload(&ctx, &id, &source, None).await.unwrap_err();
+    assert!(matches!(&err, GlanceError::ImageNotFound { .. }), "{err}");
+    assert_eq!(source.opens(), 0, "no data sent to a deleted image");
+    // Glance refuses to delete it again (400 "deleted to deleted"): already deleted.
+    glance.delete(&ctx, &id).await.unwrap();
+    glance_sql(&format!("UPDATE images SET deleted=1 WHERE id='{id}'"));
+}
+
+/// The state Glance's `ImageRepo.remove` leaves when `image_destroy` fails after the status
+/// update committed.
+fn glance_delete_half_way(id: &str) {
+    glance_sql(&format!("UPDATE images SET status='deleted' WHERE id='{id}'"));
+}
+
+/// One statement on the shared Glance's database that must change exactly one row.
+fn glance_sql(statement: &str) {
+    let db = stack_tests::stack_dir().join("glance/glance.sqlite");
+    let script = "import sqlite3, sys\n\
+                  c = sqlite3.connect(sys.argv[1], timeout=30)\n\
+                  n = c.execute(sys.argv[2]).rowcount\n\
+                  c.commit()\n\
+                  sys.exit(0 if n == 1 else 1)";
+    let status = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&db)
+        .arg(statement)
+        .status()
+        .expect("python3");
+    assert!(status.success(), "{statement} on {}", db.display());
+}
