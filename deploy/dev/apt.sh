@@ -5,7 +5,7 @@
 
 APT_PACKAGES=(rabbitmq-server e2fsprogs cpio busybox-static qemu-guest-agent
               python3-venv python3-dev build-essential libxml2-dev libxslt1-dev
-              libffi-dev libssl-dev pkg-config curl jq)
+              libffi-dev libssl-dev pkg-config curl jq openssl)
 APT_BACKPORTS=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
                qemu-system-x86 libvirt-dev)
 
