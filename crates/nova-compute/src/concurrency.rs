@@ -101,16 +101,21 @@ impl InFlight {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
-    /// Waits until nothing runs (true) or `grace` passes (false).
-    pub async fn wait_idle(&self, grace: std::time::Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + grace;
+    /// Waits until nothing runs (true) or `grace` passes (false); `None` waits without limit.
+    pub async fn wait_idle(&self, grace: Option<std::time::Duration>) -> bool {
+        let deadline = grace.map(|g| tokio::time::Instant::now() + g);
         loop {
             let notified = self.idle.notified();
             if self.running().is_empty() {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.running().is_empty();
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        return self.running().is_empty();
+                    }
+                }
+                None => notified.await,
             }
         }
     }
@@ -137,12 +142,25 @@ mod tests {
     async fn wait_idle_sees_the_last_task_end() {
         let inflight = Arc::new(InFlight::default());
         let t = inflight.track("a".into());
-        assert!(!inflight.wait_idle(Duration::from_millis(20)).await);
+        assert!(!inflight.wait_idle(Some(Duration::from_millis(20))).await);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
             drop(t);
         });
-        assert!(inflight.wait_idle(Duration::from_secs(2)).await);
+        assert!(inflight.wait_idle(Some(Duration::from_secs(2))).await);
+    }
+
+    #[tokio::test]
+    async fn wait_idle_without_limit_waits_for_the_last_task() {
+        let inflight = Arc::new(InFlight::default());
+        let t = inflight.track("a".into());
+        let waiting = tokio::time::timeout(Duration::from_millis(100), inflight.wait_idle(None));
+        assert!(waiting.await.is_err(), "still waiting while a task runs");
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(t);
+        });
+        assert!(inflight.wait_idle(None).await);
     }
 
     #[tokio::test]

@@ -29,9 +29,6 @@ use crate::concurrency::{InFlight, InstanceLocks, Limit};
 use crate::manager::{ComputeManager, COMPUTE_RPC_API_VERSION};
 use crate::transport_options::{rabbit_options, OutOfRange};
 
-/// How long a stop waits for running snapshots before aborting them
-/// (oslo.service's `graceful_shutdown_timeout` default).
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 /// How long aborted snapshots get to clean up (thaw, resume, delete the image).
 const ABORT_CLEANUP: Duration = Duration::from_secs(60);
 
@@ -118,7 +115,7 @@ pub async fn run(cfg: Config) -> Result<(), StartupError> {
     let signal = shutdown_signal().await;
     info!("{signal} received: stopping RPC servers");
     server.stop().await;
-    graceful_stop(&manager).await;
+    graceful_stop(&manager, shutdown_grace(cfg.default.graceful_shutdown_timeout)).await;
     server.shutdown().await;
     heartbeat.stop().await;
     transport.close().await;
@@ -126,23 +123,25 @@ pub async fn run(cfg: Config) -> Result<(), StartupError> {
     Ok(())
 }
 
-/// Lets running snapshots finish for [`SHUTDOWN_GRACE`]; a second signal or
-/// the end of the grace period aborts them, and they clean up as any failed
-/// snapshot does (guest thawed and resumed, domain persistent, image
-/// deleted, task state reset, fault recorded) before the process exits.
-async fn graceful_stop(manager: &ComputeManager) {
+/// `[DEFAULT] graceful_shutdown_timeout`: 0 is oslo.service's "wait as long
+/// as it takes" (a second signal still aborts).
+fn shutdown_grace(seconds: u32) -> Option<Duration> {
+    (seconds > 0).then(|| Duration::from_secs(u64::from(seconds)))
+}
+
+/// Lets running snapshots finish for `grace`; a second signal or the end of
+/// the grace period aborts them, and they clean up as any failed snapshot
+/// does (guest thawed and resumed, domain persistent, image deleted, task
+/// state reset, fault recorded) before the process exits.
+async fn graceful_stop(manager: &ComputeManager, grace: Option<Duration>) {
     let running = manager.inflight.running();
     if running.is_empty() {
         return;
     }
-    info!(
-        "Waiting up to {}s for {} running task(s) to finish: {}",
-        SHUTDOWN_GRACE.as_secs(),
-        running.len(),
-        running.join("; ")
-    );
+    let limit = grace.map_or("without limit".to_owned(), |g| format!("up to {}s", g.as_secs()));
+    info!("Waiting {limit} for {} running task(s) to finish: {}", running.len(), running.join("; "));
     let finished = tokio::select! {
-        done = manager.inflight.wait_idle(SHUTDOWN_GRACE) => done,
+        done = manager.inflight.wait_idle(grace) => done,
         s = shutdown_signal() => {
             warn!("{s} received again: aborting running tasks now");
             false
@@ -151,7 +150,7 @@ async fn graceful_stop(manager: &ComputeManager) {
     if !finished {
         warn!("Aborting running task(s): {}", manager.inflight.running().join("; "));
         manager.inflight.abort_all();
-        if !manager.inflight.wait_idle(ABORT_CLEANUP).await {
+        if !manager.inflight.wait_idle(Some(ABORT_CLEANUP)).await {
             error!("Tasks still running after abort: {}", manager.inflight.running().join("; "));
         }
     }

@@ -165,7 +165,7 @@ fn quiesce_unsupported_and_restart() {
     let _lock = stack();
     let guest = Guest::boot("e2e-q").expect("boot guest");
     let uuid = guest.uuid().to_string();
-    let mut compute = Compute::start("");
+    let mut compute = Compute::start("[DEFAULT]\ngraceful_shutdown_timeout = 1\n");
     create_instance(&uuid, &compute.host, &["hw_qemu_guest_agent=yes"]);
 
     let r = peer(&["quiesce", "--uuid", &uuid]);
@@ -205,10 +205,11 @@ fn quiesce_unsupported_and_restart() {
     let reply = peer(&["snapshot", "--uuid", &uuid, "--name", "sigterm"]);
     let image = image_id(&reply);
     wait_until(Duration::from_secs(60), "snapshot started", || compute.log().contains("instance snapshotting"));
-    compute.signal("TERM");
-    compute.signal("TERM"); // a second signal aborts at once
-    let code = compute.stop();
+    let offset = compute.log().len();
+    let code = compute.stop(); // SIGTERM; graceful_shutdown_timeout = 1 then aborts the snapshot
     assert_eq!(code, Some(0), "clean exit");
+    let stop_log = compute.log()[offset..].to_owned();
+    assert!(stop_log.contains("Waiting up to 1s for 1 running task(s)"), "{stop_log}");
     compute.restart();
     let report = wait_task_state_none(&uuid, SNAPSHOT_TIMEOUT);
     let img = glance_image(&image);

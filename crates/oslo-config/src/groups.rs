@@ -25,6 +25,7 @@ pub struct DefaultGroup {
     pub max_concurrent_builds: u32,
     pub report_interval: i64,
     pub service_down_time: i64,
+    pub graceful_shutdown_timeout: u32,
     pub debug: bool,
     pub log_dir: Option<String>,
     pub log_file: Option<String>,

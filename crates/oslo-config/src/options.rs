@@ -148,6 +148,8 @@ pub const OPTIONS: &[OptSpec] = &[
         "Seconds between service heartbeats."),
     opt("DEFAULT", "service_down_time", INT, Literal("60"),
         "Seconds since the last heartbeat after which a service counts as down."),
+    opt("DEFAULT", "graceful_shutdown_timeout", UINT, Literal("60"),
+        "Seconds a stop (SIGTERM/SIGINT) waits for running snapshots before aborting them; 0 waits without limit (oslo.service)."),
     opt("DEFAULT", "debug", Bool, F, "Log at DEBUG level."),
     opt("DEFAULT", "log_dir", Str, Unset, "Directory for log_file (relative log_file is placed here)."),
     opt("DEFAULT", "log_file", Str, Unset, "Log file name; unset logs to stderr."),
