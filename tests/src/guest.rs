@@ -212,6 +212,17 @@ impl Guest {
         &self.conn
     }
 
+    /// Re-open the libvirt connection and the domain handle. After a
+    /// libvirtd restart (or a connection closed by keepalive) the old ones
+    /// are dead; the domain itself and its QEMU process are not.
+    pub fn reconnect(&mut self) -> Result<(), Error> {
+        let conn = connect()?;
+        let domain = conn.lookup_domain_by_name(&self.name)?;
+        self.domain = domain;
+        self.conn = conn;
+        Ok(())
+    }
+
     /// `$STACK_DIR/guests/NAME`: overlay, domain XML, console log.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -31,4 +31,7 @@ mod guest;
 mod stack;
 
 pub use guest::{Error, ExecOutput, Guest, GuestOptions};
-pub use stack::{qemu_img_info, repo_dir, require, stack_dir, Component, LIBVIRT_URI};
+pub use stack::{
+    libvirt_pki_dir, libvirt_tls_uri, libvirt_up, libvirtd_pid, qemu_img_info, repo_dir, require,
+    stack_dir, Component, LIBVIRT_TCP_URI, LIBVIRT_URI,
+};

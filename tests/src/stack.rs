@@ -11,6 +11,10 @@ use crate::guest::Error;
 /// `deploy/dev/libvirt.sh`).
 pub const LIBVIRT_URI: &str = "qemu:///system";
 
+/// libvirtd's TCP listener (`LIBVIRT_TCP_URI` in `deploy/dev/libvirt.sh`:
+/// 127.0.0.1:16509, `auth_tcp = "none"`).
+pub const LIBVIRT_TCP_URI: &str = "qemu+tcp://127.0.0.1/system";
+
 const RABBITMQ_ADDR: &str = "127.0.0.1:5672";
 const GLANCE_ADDR: &str = "127.0.0.1:9292";
 
@@ -43,6 +47,9 @@ pub enum Component {
     RabbitMq,
     /// Glance's API accepting connections on 127.0.0.1:9292.
     Glance,
+    /// libvirtd's network listeners: [`LIBVIRT_TCP_URI`] and
+    /// [`libvirt_tls_uri`] with the stack's client certificate.
+    LibvirtListeners,
 }
 
 impl Component {
@@ -68,8 +75,72 @@ impl Component {
             }
             Component::RabbitMq => tcp_check(RABBITMQ_ADDR),
             Component::Glance => tcp_check(GLANCE_ADDR),
+            Component::LibvirtListeners => {
+                let tls = libvirt_tls_uri(&libvirt_pki_dir());
+                for uri in [LIBVIRT_TCP_URI, tls.as_str()] {
+                    virt::error::clear_error_callback();
+                    // Dropping the connection closes it.
+                    virt::connect::Connect::open(Some(uri))
+                        .map(drop)
+                        .map_err(|e| format!("cannot connect to {uri}: {}", e.message()))?;
+                }
+                Ok(())
+            }
         }
     }
+}
+
+/// The client side of libvirt's TLS (`cacert.pem`, `clientcert.pem`,
+/// `clientkey.pem`, as `deploy/dev/pki.sh` writes them): the `pkipath=` of
+/// [`libvirt_tls_uri`].
+pub fn libvirt_pki_dir() -> PathBuf {
+    stack_dir().join("pki").join("libvirt")
+}
+
+/// `qemu+tls://localhost/system?pkipath=<pki>`: libvirtd's TLS listener
+/// (127.0.0.1:16514, server certificate for `localhost` from the stack CA).
+pub fn libvirt_tls_uri(pki: &Path) -> String {
+    format!("qemu+tls://localhost/system?pkipath={}", pki.display())
+}
+
+/// The pid of the stack's libvirtd (from its pid file), if it is running.
+pub fn libvirtd_pid() -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(stack_dir().join("run").join("libvirtd.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+/// Run `libvirt_up` of `deploy/dev/libvirt.sh` (with `lib.sh` and `pki.sh`,
+/// as `stack up` does): starts libvirtd with its listeners if it is not
+/// running, and waits until it answers on every URI.
+pub fn libvirt_up() -> Result<(), Error> {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(
+            r#"source "$0/deploy/dev/lib.sh" && source "$0/deploy/dev/pki.sh" \
+               && source "$0/deploy/dev/libvirt.sh" && libvirt_up"#,
+        )
+        .arg(repo_dir())
+        .env("STACK_DIR", stack_dir())
+        .output()
+        .map_err(|e| Error::Command {
+            command: "libvirt_up".into(),
+            detail: format!("cannot run bash: {e}"),
+        })?;
+    if !out.status.success() {
+        return Err(Error::Command {
+            command: "libvirt_up".into(),
+            detail: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn tcp_check(addr: &str) -> Result<(), String> {

@@ -60,6 +60,7 @@ pub use events::{BlockJobStatus, BlockJobType, DomainEvent, JobCompleted};
 pub use ffi::{BlockCopyFlags, BlockCopyParams, BlockJobInfo};
 pub use hypervisor::{
     default_connection_uri, HostCapabilities, HostVersions, Hypervisor, PowerState, Version,
+    KEEPALIVE_COUNT, KEEPALIVE_INTERVAL_S,
 };
 pub use journal::{Journal, JournalRecord, Step};
 pub use output::{

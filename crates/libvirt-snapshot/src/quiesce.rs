@@ -3,7 +3,7 @@
 //! on drop, so errors, cancellation and panics thaw too), and the measured
 //! freeze window.
 
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use virt::domain::Domain;
@@ -110,25 +110,91 @@ pub(crate) fn should_quiesce(policy: QuiescePolicy, qemu: bool) -> Result<bool, 
     Ok(false)
 }
 
+/// The freeze call's outcome, handed from the freeze thread to the caller —
+/// or, when the caller stopped waiting, left to the freeze thread to undo.
+struct Handoff {
+    /// `fs_freeze`'s result: frozen count, or (libvirt error code, message).
+    result: Option<Result<u32, (u32, String)>>,
+    /// The caller's `timeout` ran out and it reported the freeze as failed.
+    abandoned: bool,
+}
+
 /// Freezes the guest's filesystems, waiting at most `timeout` for the agent.
 /// On failure the guest is thawed again (a timed-out freeze may still land).
+///
+/// The wait is bounded for the caller, also when the agent hangs: libvirt's
+/// default agent response timeout is "block" (`virDomainAgentSetResponseTimeout`
+/// is never called by nova or us), so a freeze sent to a hung agent returns
+/// only when the agent answers, and libvirt serialises agent commands, so a
+/// thaw issued meanwhile waits just as long (measured: the whole 25 s an
+/// agent was SIGSTOPped; docs/snapshot-engine.md). Hence on timeout the
+/// caller does not thaw itself: the freeze thread, still blocked in the
+/// freeze, thaws right after it returns, whatever the freeze did.
 pub(crate) fn freeze(domain: &Domain, timeout: Duration) -> Result<Frozen, SnapshotError> {
-    let (tx, rx) = mpsc::channel();
+    let shared = Arc::new((
+        Mutex::new(Handoff {
+            result: None,
+            abandoned: false,
+        }),
+        Condvar::new(),
+    ));
+    let theirs = Arc::clone(&shared);
     let dom = domain.clone();
     std::thread::Builder::new()
         .name("fs-freeze".into())
         .spawn(move || {
+            let started = Instant::now();
             // The error is thread-local: convert it here.
             let r = ffi::fs_freeze(&dom).map_err(|e| {
                 let code = e.code().to_raw();
                 (code, e.message().to_owned())
             });
-            let _ = tx.send(r);
+            let (lock, cv) = &*theirs;
+            let mut handoff = lock.lock().unwrap_or_else(|p| p.into_inner());
+            if !handoff.abandoned {
+                handoff.result = Some(r);
+                cv.notify_one();
+                return;
+            }
+            drop(handoff);
+            // The caller has given up and reported a failed freeze: undo
+            // whatever this late freeze did (a no-op if nothing is frozen).
+            let took_ms = started.elapsed().as_millis() as u64;
+            match ffi::fs_thaw(&dom) {
+                Ok(n) => tracing::warn!(
+                    freeze_took_ms = took_ms,
+                    thawed = n,
+                    "late fsFreeze returned; guest thawed"
+                ),
+                Err(e) => tracing::error!(
+                    freeze_took_ms = took_ms,
+                    error = %e,
+                    "late fsFreeze returned; thaw failed, the guest may be frozen"
+                ),
+            }
         })
         .map_err(|e| SnapshotError::io("spawn fs-freeze thread", e))?;
     let started = Instant::now();
-    match rx.recv_timeout(timeout) {
-        Ok(Ok(n)) => {
+    let deadline = started + timeout;
+    let (lock, cv) = &*shared;
+    let mut handoff = lock.lock().unwrap_or_else(|p| p.into_inner());
+    while handoff.result.is_none() {
+        let now = Instant::now();
+        if now >= deadline {
+            // Under the lock: the freeze thread sees this before it could
+            // store a result, so exactly one side handles the outcome.
+            handoff.abandoned = true;
+            break;
+        }
+        handoff = cv
+            .wait_timeout(handoff, deadline - now)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+    let result = handoff.result.take();
+    drop(handoff);
+    match result {
+        Some(Ok(n)) => {
             tracing::info!(
                 frozen = n,
                 took_ms = started.elapsed().as_millis() as u64,
@@ -141,7 +207,7 @@ pub(crate) fn freeze(domain: &Domain, timeout: Duration) -> Result<Frozen, Snaps
                 thawed: false,
             })
         }
-        Ok(Err((code, message))) => {
+        Some(Err((code, message))) => {
             // A partial freeze is possible; thawing a thawed guest is a no-op.
             let _ = ffi::fs_thaw(domain);
             let message = if code == VIR_ERR_AGENT_UNRESPONSIVE {
@@ -154,11 +220,11 @@ pub(crate) fn freeze(domain: &Domain, timeout: Duration) -> Result<Frozen, Snaps
                 agent_unresponsive: code == VIR_ERR_AGENT_UNRESPONSIVE,
             })
         }
-        Err(_) => {
-            // libvirt serialises agent jobs: this thaw runs once the freeze
-            // has returned, whatever it did.
-            tracing::warn!(?timeout, "fsFreeze did not return in time; thawing");
-            let _ = ffi::fs_thaw(domain);
+        None => {
+            tracing::warn!(
+                ?timeout,
+                "fsFreeze did not return in time; it is thawed as soon as it returns"
+            );
             Err(SnapshotError::QuiesceFailed {
                 message: format!("the guest agent did not freeze within {timeout:?}"),
                 agent_unresponsive: true,

@@ -229,17 +229,33 @@ fn abort_mirror(dom: &Domain, disk: &str, dest: &std::path::Path) -> Result<bool
 
 /// Aborts the domain's backup job if it writes our target.
 fn abort_backup(dom: &Domain, target: &std::path::Path) -> Result<bool, String> {
-    if !dom.is_active().unwrap_or(false) {
+    if !dom.is_active().unwrap_or(false) || !backup_listed(dom, target) {
         return Ok(false);
     }
-    let Ok(xml) = ffi::backup_xml_desc(dom) else {
-        return Ok(false);
-    };
-    if !disk::backup_targets(&xml).iter().any(|t| t == target) {
+    if let Err(e) = ffi::abort_job(dom) {
+        // The job can end between the check and the abort — e.g. the
+        // strategy's own guard aborted it a moment before this undo ran, and
+        // libvirt still listed it while tearing it down ("no job is active",
+        // seen on the stack). Gone is what we want; give the teardown a
+        // moment before calling it a failure.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while backup_listed(dom, target) {
+            if std::time::Instant::now() >= until {
+                return Err(e.to_string());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         return Ok(false);
     }
-    ffi::abort_job(dom).map_err(|e| e.to_string())?;
     Ok(true)
+}
+
+/// Whether libvirt still lists a backup job writing `target`.
+fn backup_listed(dom: &Domain, target: &std::path::Path) -> bool {
+    match ffi::backup_xml_desc(dom) {
+        Ok(xml) => disk::backup_targets(&xml).iter().any(|t| t == target),
+        Err(_) => false,
+    }
 }
 
 fn resume_if_paused(dom: &Domain) -> Result<bool, String> {
