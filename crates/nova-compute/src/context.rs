@@ -17,7 +17,7 @@ pub struct Request {
 
 impl Request {
     pub fn from_rpc(ctx: Context) -> Self {
-        let ctx = RequestContext::from_dict(ctx.into_map());
+        let ctx = RequestContext::from(ctx);
         let glance = glance_context(&ctx);
         Request { ctx, glance }
     }

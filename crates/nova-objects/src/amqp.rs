@@ -46,7 +46,7 @@ impl ConductorTransport for OsloConductorTransport {
         if let Some(timeout) = call.timeout {
             client = client.with_timeout(timeout);
         }
-        let context = Context::from_map(ctx.to_dict().clone());
+        let context = Context::clone(ctx);
         client
             .call(&context, call.method, Value::Object(call.args))
             .await
@@ -113,7 +113,7 @@ impl NotificationSink for OsloNotificationSink {
             "ERROR" => Priority::Error,
             _ => Priority::Info,
         };
-        let context = Context::from_map(ctx.to_dict().clone());
+        let context = Context::clone(ctx);
         notifier
             .prepare(n.publisher_id.clone())
             .notify(&context, &n.event_type, priority, &n.payload)

@@ -10,27 +10,56 @@
 //! Must not know: how the context travels (the `_context_` prefix, the
 //! envelope): that is oslo-messaging's codec.
 
+use std::ops::{Deref, DerefMut};
+
+use oslo_messaging::Context;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-/// A nova `RequestContext.to_dict()`.
+/// A nova `RequestContext.to_dict()`: oslo.context's keys (request id, user,
+/// project, roles, token — read through [`Context`]) plus nova's own.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct RequestContext(Map<String, Value>);
+pub struct RequestContext(Context);
+
+impl Deref for RequestContext {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.0
+    }
+}
+
+impl DerefMut for RequestContext {
+    fn deref_mut(&mut self) -> &mut Context {
+        &mut self.0
+    }
+}
+
+impl From<Context> for RequestContext {
+    fn from(ctx: Context) -> Self {
+        RequestContext(ctx)
+    }
+}
+
+impl From<RequestContext> for Context {
+    fn from(ctx: RequestContext) -> Self {
+        ctx.0
+    }
+}
 
 impl RequestContext {
     /// Wraps a received `to_dict()` map (keys without `_context_`).
     pub fn from_dict(map: Map<String, Value>) -> Self {
-        RequestContext(map)
+        RequestContext(Context::from_map(map))
     }
 
     /// The `to_dict()` map, in received order.
     pub fn to_dict(&self) -> &Map<String, Value> {
-        &self.0
+        self.0.as_map()
     }
 
     /// Consumes the context into its `to_dict()` map.
     pub fn into_dict(self) -> Map<String, Value> {
-        self.0
+        self.0.into_map()
     }
 
     /// `nova.context.get_admin_context()`: what nova-compute uses for its own
@@ -70,7 +99,7 @@ impl RequestContext {
         map.insert("user_name".into(), Value::Null);
         map.insert("service_catalog".into(), Value::Array(Vec::new()));
         map.insert("project_name".into(), Value::Null);
-        RequestContext(map)
+        RequestContext::from_dict(map)
     }
 
     /// A context for a user request, as nova-api would build it (used by
@@ -102,69 +131,9 @@ impl RequestContext {
         ctx
     }
 
-    /// Sets a key, keeping its position when it exists.
-    pub fn set(&mut self, key: &str, value: Value) {
-        self.0.insert(key.to_owned(), value);
-    }
-
-    /// A value by key (`request_id`, not `_context_request_id`).
-    pub fn get(&self, key: &str) -> Option<&Value> {
-        self.0.get(key)
-    }
-
-    fn get_str(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(Value::as_str)
-    }
-
-    /// `request_id` (`req-<uuid>`): the key the conductor finds the
-    /// instance action by, and what every log line carries.
-    pub fn request_id(&self) -> Option<&str> {
-        self.get_str("request_id")
-    }
-
-    /// `global_request_id`, set when the request came from another service.
-    pub fn global_request_id(&self) -> Option<&str> {
-        self.get_str("global_request_id")
-    }
-
-    /// `user_id` (or the legacy `user`).
-    pub fn user_id(&self) -> Option<&str> {
-        self.get_str("user_id").or_else(|| self.get_str("user"))
-    }
-
-    /// `project_id` (or the legacy `project` / `tenant`).
-    pub fn project_id(&self) -> Option<&str> {
-        self.get_str("project_id")
-            .or_else(|| self.get_str("project"))
-            .or_else(|| self.get_str("tenant"))
-    }
-
-    /// `roles` as strings.
-    pub fn roles(&self) -> Vec<&str> {
-        self.0
-            .get("roles")
-            .and_then(Value::as_array)
-            .map(|r| r.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default()
-    }
-
-    /// `is_admin`; missing means false.
-    pub fn is_admin(&self) -> bool {
-        self.0
-            .get("is_admin")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-    }
-
-    /// The user's Keystone token (used towards Glance by the service).
-    pub fn auth_token(&self) -> Option<&str> {
-        self.get_str("auth_token")
-    }
-
     /// The filtered service catalog nova-api forwarded (may name Glance).
     pub fn service_catalog(&self) -> &[Value] {
-        self.0
-            .get("service_catalog")
+        self.get("service_catalog")
             .and_then(Value::as_array)
             .map(Vec::as_slice)
             .unwrap_or_default()
@@ -176,7 +145,6 @@ impl RequestContext {
         let mut copy = self.clone();
         copy.set("is_admin", Value::Bool(true));
         let mut roles: Vec<Value> = copy
-            .0
             .get("roles")
             .and_then(Value::as_array)
             .cloned()
@@ -191,13 +159,7 @@ impl RequestContext {
     /// `redacted_copy()`: what goes on the notification bus — credentials
     /// nulled, everything else kept.
     pub fn redacted(&self) -> Self {
-        let mut copy = self.clone();
-        for key in ["auth_token", "auth_token_info", "service_token"] {
-            if copy.0.contains_key(key) {
-                copy.0.insert(key.to_owned(), Value::Null);
-            }
-        }
-        copy
+        RequestContext(self.0.redacted())
     }
 }
 
