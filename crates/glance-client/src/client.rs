@@ -96,7 +96,9 @@ impl GlanceClient {
         let image = image_from_response(image_id, response).await?;
         if image.status.is_deleted() {
             debug!(image_id, status = %image.status, "image is deleted");
-            return Err(GlanceError::ImageNotFound { image_id: image_id.to_owned() });
+            return Err(GlanceError::ImageNotFound {
+                image_id: image_id.to_owned(),
+            });
         }
         Ok(image)
     }
@@ -232,13 +234,15 @@ impl GlanceClient {
             }
             // Glance answers 400 ("deleted to deleted") for an image whose own delete stopped
             // half-way; nothing more can be deleted through the API.
-            Err(refusal @ GlanceError::ImageBadRequest { .. }) => match self.get(ctx, image_id).await {
-                Err(GlanceError::ImageNotFound { .. }) => {
-                    warn!(image_id, %refusal, "image is already deleted (Glance's own delete of it did not finish)");
-                    Ok(())
+            Err(refusal @ GlanceError::ImageBadRequest { .. }) => {
+                match self.get(ctx, image_id).await {
+                    Err(GlanceError::ImageNotFound { .. }) => {
+                        warn!(image_id, %refusal, "image is already deleted (Glance's own delete of it did not finish)");
+                        Ok(())
+                    }
+                    _ => Err(refusal),
                 }
-                _ => Err(refusal),
-            },
+            }
             Err(e) => Err(e),
         }
     }
@@ -329,7 +333,7 @@ impl GlanceClient {
                 }
                 Ok(response) => return Err(status_error(image_id, response).await),
                 Err(e) => GlanceError::GlanceConnectionFailed {
-                    server: host_of(&base),
+                    server: server_of(&base),
                     reason: error_chain(&e),
                 },
             };
@@ -445,19 +449,17 @@ pub(crate) fn join(base: &Url, path: &str) -> Result<Url, GlanceError> {
         .map_err(|e| GlanceError::InvalidConfig(format!("URL {base}{path}: {e}")))
 }
 
-pub(crate) fn host_of(url: &Url) -> String {
-    match (url.host_str(), url.port()) {
-        (Some(host), Some(port)) => format!("{host}:{port}"),
-        (Some(host), None) => host.to_owned(),
-        _ => url.to_string(),
-    }
+/// The server as nova names it in `GlanceConnectionFailed`: the endpoint URL (`scheme://host:port`),
+/// as configured in `api_servers` or found in the catalog.
+pub(crate) fn server_of(url: &Url) -> String {
+    url[..url::Position::BeforePath].to_owned()
 }
 
 /// The error for a non-success response, mapped like nova's `_reraise_translated_image_exception`
 /// (plus 410 = deleted meanwhile, 415 = refused data, 409 = wrong state).
 pub(crate) async fn status_error(image_id: &str, response: Response) -> GlanceError {
     let status = response.status();
-    let server = host_of(response.url());
+    let server = server_of(response.url());
     let reason = summarize_body(&response.text().await.unwrap_or_default());
     let image_id = image_id.to_owned();
     match status {
@@ -499,7 +501,7 @@ pub(crate) fn connection_failed(base: &Url, last: GlanceError) -> GlanceError {
     match last {
         e @ GlanceError::GlanceConnectionFailed { .. } => e,
         other => GlanceError::GlanceConnectionFailed {
-            server: host_of(base),
+            server: server_of(base),
             reason: other.to_string(),
         },
     }

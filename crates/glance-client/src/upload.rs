@@ -28,8 +28,8 @@ use tokio_util::io::ReaderStream;
 use tracing::{info, warn};
 
 use crate::client::{
-    auth_headers, connection_failed, error_chain, host_of, image_from_response, join, status_error,
-    GlanceClient, RETRY_PAUSE,
+    auth_headers, connection_failed, error_chain, image_from_response, join, server_of,
+    status_error, GlanceClient, RETRY_PAUSE,
 };
 use crate::context::RequestContext;
 use crate::error::GlanceError;
@@ -282,7 +282,7 @@ impl GlanceClient {
                 }
                 let reason = error_chain(&e);
                 return Ok(Attempt::Retryable(GlanceError::GlanceConnectionFailed {
-                    server: host_of(&base),
+                    server: server_of(&base),
                     reason,
                 }));
             }
@@ -370,7 +370,7 @@ impl GlanceClient {
             .send()
             .await
             .map_err(|e| GlanceError::GlanceConnectionFailed {
-                server: host_of(&base),
+                server: server_of(&base),
                 reason: error_chain(&e),
             })?;
         if !response.status().is_success() {

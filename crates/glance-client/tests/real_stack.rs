@@ -287,7 +287,11 @@ async fn glance_restart_mid_upload_fails_clearly() {
     glance.delete(&ctx, &id).await.unwrap();
     // Glance never recorded a location for the cut-off data, so deleting the image leaves the
     // partial file behind (Glance's leak, not the client's): keep the test stack tidy.
-    let _ = std::fs::remove_file(stack_tests::stack_dir().join("glance-spare/images").join(&id));
+    let _ = std::fs::remove_file(
+        stack_tests::stack_dir()
+            .join("glance-spare/images")
+            .join(&id),
+    );
 }
 
 /// Test 4: the image is deleted while its data is being sent: `ImageNotFound`, one attempt.
@@ -366,7 +370,9 @@ async fn size_cap_exceeded_is_quota_exceeded_and_leaves_nothing() {
     assert_eq!(source.opens(), 1, "no retry");
     let image = glance.get(&ctx, &id).await.unwrap();
     assert_eq!(image.status, ImageStatus::Queued);
-    let store = stack_tests::stack_dir().join("glance-capped/images").join(&id);
+    let store = stack_tests::stack_dir()
+        .join("glance-capped/images")
+        .join(&id);
     assert!(
         !store.exists(),
         "half-written data left at {}",
@@ -610,15 +616,32 @@ async fn half_deleted_image_is_not_found() {
     require_shared_glance();
     let glance = client_for(SHARED_GLANCE);
     let ctx = context(None);
-    let id = reserve_image(SHARED_GLANCE, None, "glance-client-half-deleted", "raw", json!({})).await;
+    let id = reserve_image(
+        SHARED_GLANCE,
+        None,
+        "glance-client-half-deleted",
+        "raw",
+        json!({}),
+    )
+    .await;
     glance_delete_half_way(&id);
     let (status, shown) = raw_image(SHARED_GLANCE, None, &id).await;
-    assert_eq!((status, shown["status"].as_str()), (200, Some("deleted")), "{shown}");
+    assert_eq!(
+        (status, shown["status"].as_str()),
+        (200, Some("deleted")),
+        "{shown}"
+    );
 
-    assert!(matches!(glance.get(&ctx, &id).await, Err(GlanceError::ImageNotFound { .. })));
+    assert!(matches!(
+        glance.get(&ctx, &id).await,
+        Err(GlanceError::ImageNotFound { .. })
+    ));
     let update = ImageUpdate::new().set("disk_format", "qcow2");
     let err = glance.update(&ctx, &id, &update).await.unwrap_err();
-    assert!(matches!(&err, GlanceError::ImageNotFound { image_id } if *image_id == id), "{err}");
+    assert!(
+        matches!(&err, GlanceError::ImageNotFound { image_id } if *image_id == id),
+        "{err}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let source = ThrottledFile::new(sparse_file(dir.path(), MIB), 64 * MIB);
     let err = glance.upload(&ctx, &id, &source, None).await.unwrap_err();
@@ -632,7 +655,9 @@ async fn half_deleted_image_is_not_found() {
 /// The state Glance's `ImageRepo.remove` leaves when `image_destroy` fails after the status
 /// update committed.
 fn glance_delete_half_way(id: &str) {
-    glance_sql(&format!("UPDATE images SET status='deleted' WHERE id='{id}'"));
+    glance_sql(&format!(
+        "UPDATE images SET status='deleted' WHERE id='{id}'"
+    ));
 }
 
 /// One statement on the shared Glance's database that must change exactly one row.

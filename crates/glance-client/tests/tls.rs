@@ -245,7 +245,7 @@ async fn unknown_ca_is_a_clear_connection_error_without_a_retry_storm() {
             server: host,
             reason,
         } => {
-            assert_eq!(host, &server.trim_start_matches("https://"), "{err}");
+            assert_eq!(host, &server, "{err}");
             assert!(
                 reason.to_lowercase().contains("certificate"),
                 "the reason should name the certificate problem: {reason}"
