@@ -12,6 +12,8 @@ use oslo_config::{ConfigArgs, ConfigError};
 pub enum Command {
     /// Print usage and exit 0.
     Help,
+    /// Print the version (and the nova versions it speaks) and exit 0.
+    Version,
     /// Print the effective configuration as JSON and exit 0.
     DumpConfig(ConfigArgs),
     /// Run the service.
@@ -20,11 +22,12 @@ pub enum Command {
 
 /// Usage text.
 pub const USAGE: &str = "\
-usage: nova-compute [--config-file PATH]... [--config-dir DIR]... [--dump-config]
+usage: nova-compute [--config-file PATH]... [--config-dir DIR]... [--dump-config] [--version]
 
   --config-file PATH  read PATH (repeatable; later files win)
   --config-dir DIR    read DIR/*.conf in sorted order (repeatable)
   --dump-config       print the effective configuration as JSON (secrets masked) and exit
+  --version           print the version and the nova RPC/service versions, and exit
   -h, --help          show this help
 
 Without --config-file, nova.conf and nova-compute.conf are searched in
@@ -38,6 +41,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ConfigE
         match arg.as_str() {
             "--dump-config" => dump = true,
             "-h" | "--help" => return Ok(Command::Help),
+            "--version" => return Ok(Command::Version),
             other => {
                 return Err(ConfigError::Usage(format!(
                     "unknown argument {other:?}\n{USAGE}"
@@ -73,6 +77,11 @@ mod tests {
             Command::DumpConfig(c) => assert_eq!(c.locations.len(), 2),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn version_flag() {
+        assert_eq!(parse(args(&["--version"])).unwrap(), Command::Version);
     }
 
     #[test]

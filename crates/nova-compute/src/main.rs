@@ -43,6 +43,15 @@ fn main() -> ExitCode {
             println!("{}", cli::USAGE);
             ExitCode::SUCCESS
         }
+        Command::Version => {
+            println!(
+                "nova-compute {} (Rust; compute RPC API {}, nova service version {})",
+                env!("CARGO_PKG_VERSION"),
+                manager::COMPUTE_RPC_API_VERSION,
+                nova_objects::SERVICE_VERSION
+            );
+            ExitCode::SUCCESS
+        }
         Command::DumpConfig(args) => match Config::load(&args) {
             Ok(cfg) => {
                 println!("{}", cfg.dump_json());

@@ -1,4 +1,4 @@
-//! The `nova-compute` binary: `--dump-config` output and exit codes.
+//! The `nova-compute` binary: `--dump-config`, `--version` and exit codes.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -98,6 +98,18 @@ fn unknown_argument_exits_non_zero() {
     let out = run(&["--frobnicate"], dir.path());
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown argument"));
+}
+
+/// What an operator (or the Kolla image build) checks first: the binary
+/// says what it is and which nova it speaks, without needing a config.
+#[test]
+fn version_prints_the_nova_versions_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["--version"], dir.path());
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("nova-compute "), "{text}");
+    assert!(text.contains("compute RPC API 6.5") && text.contains("service version 74"), "{text}");
 }
 
 #[test]
