@@ -22,6 +22,62 @@ const MESSAGE_KEY: &str = "oslo.message";
 pub const CONTENT_TYPE: &str = "application/json";
 /// kombu's header value for `kombu_compression = gzip` (zlib data).
 pub const GZIP_COMPRESSION: &str = "application/x-gzip";
+/// kombu's header value for `kombu_compression = bzip2` (a whole bzip2 stream,
+/// as Python's `bz2.compress` writes it).
+pub const BZIP2_COMPRESSION: &str = "application/x-bz2";
+
+/// A compression codec of kombu's registry that this crate speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// zlib data under kombu's `application/x-gzip` (aliases `gzip`, `zlib`).
+    Gzip,
+    /// bzip2 under `application/x-bz2` (aliases `bzip2`, `bzip`).
+    Bzip2,
+}
+
+impl Compression {
+    /// Resolves a `kombu_compression` value or a received `compression`
+    /// header the way kombu's registry does: by alias or by content type.
+    /// `bz2` is accepted too because oslo documents it, although kombu 5.7
+    /// itself only knows `bzip2`/`bzip` (see docs/oslo-messaging.md).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "gzip" | "zlib" | GZIP_COMPRESSION => Some(Self::Gzip),
+            "bz2" | "bzip2" | "bzip" | BZIP2_COMPRESSION => Some(Self::Bzip2),
+            _ => None,
+        }
+    }
+
+    /// The `compression` header value kombu writes for this codec.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Gzip => GZIP_COMPRESSION,
+            Self::Bzip2 => BZIP2_COMPRESSION,
+        }
+    }
+
+    fn compress(self, data: &[u8]) -> Vec<u8> {
+        match self {
+            Self::Gzip => zlib_compress(data),
+            Self::Bzip2 => bzip2_compress(data),
+        }
+    }
+
+    fn decompress(self, data: &[u8]) -> Result<Vec<u8>, DecodeError> {
+        // Bounded read: a small compression bomb must not exhaust memory.
+        let limit = (MAX_BODY_BYTES + 1) as u64;
+        let mut out = Vec::new();
+        let read = match self {
+            Self::Gzip => flate2::read::ZlibDecoder::new(data).take(limit).read_to_end(&mut out),
+            Self::Bzip2 => bzip2::read::BzDecoder::new(data).take(limit).read_to_end(&mut out),
+        };
+        read.map_err(|e| DecodeError::Decompress(e.to_string()))?;
+        if out.len() > MAX_BODY_BYTES {
+            return Err(DecodeError::TooLarge { size: out.len(), max: MAX_BODY_BYTES });
+        }
+        Ok(out)
+    }
+}
 
 /// Largest body (after decompression) accepted; bigger ones are dropped.
 /// nova's largest messages (instances with network info) are well below 1 MiB.
@@ -37,7 +93,7 @@ pub enum DecodeError {
     /// A content type other than JSON.
     #[error("unsupported content_type {0:?}")]
     UnsupportedContentType(String),
-    /// A `compression` header other than zlib/gzip.
+    /// A `compression` header naming a codec other than gzip/zlib or bzip2.
     #[error("unsupported compression {0:?}")]
     UnsupportedCompression(String),
     /// The compressed body is corrupt.
@@ -97,16 +153,17 @@ pub fn encode_envelope(inner: &Map<String, Value>) -> Result<String, serde_json:
 }
 
 /// The body and properties oslo would publish for `inner`. `expiration` is
-/// set only on calls (the call timeout); `compression` is `kombu_compression`.
+/// set only on calls (the call timeout); `compression` is `kombu_compression`
+/// (validated by `RabbitOptions::validate`; an unknown name sends uncompressed).
 pub fn encode(inner: &Map<String, Value>, expiration_ms: Option<u64>, compression: Option<&str>) -> Result<Outgoing, serde_json::Error> {
     let text = encode_envelope(inner)?;
     let mut headers = FieldTable::default();
-    let body = match compression {
-        Some("gzip") => {
-            headers.insert(ShortString::from("compression"), AMQPValue::LongString(GZIP_COMPRESSION.into()));
-            zlib_compress(text.as_bytes())
+    let body = match compression.and_then(Compression::from_name) {
+        Some(codec) => {
+            headers.insert(ShortString::from("compression"), AMQPValue::LongString(codec.content_type().into()));
+            codec.compress(text.as_bytes())
         }
-        _ => text.into_bytes(),
+        None => text.into_bytes(),
     };
     let mut properties = BasicProperties::default()
         .with_content_type(CONTENT_TYPE.into())
@@ -175,10 +232,15 @@ fn compression_header(properties: &BasicProperties) -> Option<String> {
 }
 
 fn decompress<'a>(properties: &BasicProperties, data: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, DecodeError> {
-    match compression_header(properties).as_deref() {
-        None => Ok(std::borrow::Cow::Borrowed(data)),
-        Some(GZIP_COMPRESSION) | Some("application/x-zlib") | Some("gzip") | Some("zlib") => zlib_decompress(data).map(std::borrow::Cow::Owned),
-        Some(other) => Err(DecodeError::UnsupportedCompression(other.to_owned())),
+    let Some(header) = compression_header(properties) else {
+        return Ok(std::borrow::Cow::Borrowed(data));
+    };
+    // kombu's decoder registry resolves aliases too; `application/x-zlib`
+    // was written by old kombu releases.
+    let codec = if header == "application/x-zlib" { Some(Compression::Gzip) } else { Compression::from_name(&header) };
+    match codec {
+        Some(codec) => codec.decompress(data).map(std::borrow::Cow::Owned),
+        None => Err(DecodeError::UnsupportedCompression(header)),
     }
 }
 
@@ -189,18 +251,12 @@ fn zlib_compress(data: &[u8]) -> Vec<u8> {
     enc.finish().unwrap_or_default()
 }
 
-fn zlib_decompress(data: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    // Bounded read: a small zip bomb must not exhaust memory.
-    let mut out = Vec::new();
-    let limit = (MAX_BODY_BYTES + 1) as u64;
-    flate2::read::ZlibDecoder::new(data)
-        .take(limit)
-        .read_to_end(&mut out)
-        .map_err(|e| DecodeError::Decompress(e.to_string()))?;
-    if out.len() > MAX_BODY_BYTES {
-        return Err(DecodeError::TooLarge { size: out.len(), max: MAX_BODY_BYTES });
-    }
-    Ok(out)
+/// Python's `bz2.compress` default: level 9 (900 kB blocks, header `BZh9`).
+fn bzip2_compress(data: &[u8]) -> Vec<u8> {
+    let mut enc = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(data);
+    enc.finish().unwrap_or_default()
 }
 
 /// An RPC request (call or cast) as oslo's `RPCClient` builds it.
@@ -379,6 +435,35 @@ mod tests {
         let out = encode(&inner, None, Some("gzip")).unwrap();
         assert_eq!(&out.body[..1], &[0x78], "zlib stream header");
         assert_eq!(decode(&out.properties, &out.body).unwrap(), inner);
+    }
+
+    #[test]
+    fn bzip2_compression_is_a_bz2_stream_with_kombu_header() {
+        let inner = json!({"method": "m", "args": {"pad": "x".repeat(1000)}}).as_object().cloned().unwrap();
+        for name in ["bz2", "bzip2", "bzip", BZIP2_COMPRESSION] {
+            let out = encode(&inner, None, Some(name)).unwrap();
+            assert_eq!(&out.body[..4], b"BZh9", "{name}: bzip2 stream, Python's default level");
+            let headers = out.properties.headers().as_ref().unwrap();
+            assert_eq!(headers.inner().get(&ShortString::from("compression")), Some(&AMQPValue::LongString(BZIP2_COMPRESSION.into())));
+            assert!(out.body.len() < 200, "compressed: {} bytes", out.body.len());
+            assert_eq!(decode(&out.properties, &out.body).unwrap(), inner);
+        }
+    }
+
+    #[test]
+    fn corrupt_and_unknown_compression_are_reasons() {
+        let mut bz2 = FieldTable::default();
+        bz2.insert(ShortString::from("compression"), AMQPValue::LongString(BZIP2_COMPRESSION.into()));
+        let p = props().with_headers(bz2);
+        assert!(matches!(decode(&p, b"BZh9 not really"), Err(DecodeError::Decompress(_))));
+        let mut lzma = FieldTable::default();
+        lzma.insert(ShortString::from("compression"), AMQPValue::LongString("application/x-lzma".into()));
+        assert_eq!(decode(&props().with_headers(lzma), b"x"), Err(DecodeError::UnsupportedCompression("application/x-lzma".into())));
+        // A bzip2 bomb: 32 MiB of spaces compress to a few hundred bytes.
+        let bomb = bzip2_compress(&vec![b' '; MAX_BODY_BYTES + 1]);
+        let mut h = FieldTable::default();
+        h.insert(ShortString::from("compression"), AMQPValue::LongString(BZIP2_COMPRESSION.into()));
+        assert!(matches!(decode(&props().with_headers(h), &bomb), Err(DecodeError::TooLarge { .. })));
     }
 
     #[test]

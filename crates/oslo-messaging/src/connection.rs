@@ -1,13 +1,16 @@
 //! Opening one AMQP connection to one broker of the transport URL: the URI
 //! lapin needs (credentials, vhost, heartbeat, login method), TLS from the
-//! `ssl_*` options, oslo's `connection_name`, and host failover order.
+//! `ssl_*` options, the socket options py-amqp and oslo set on the broker
+//! socket (`TCP_USER_TIMEOUT`, keepalive, `TCP_NODELAY`), oslo's
+//! `connection_name`, and host failover order.
 
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
+use lapin::tcp::{AMQPUriTcpExt, AsyncTcpStream, OwnedIdentity, OwnedTLSConfig, TLSConfig};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo, SASLMechanism};
-use lapin::{Connect, Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties};
 use tracing::{error, info};
 
 use crate::error::Error;
@@ -16,6 +19,36 @@ use crate::url::{TransportHost, TransportUrl};
 
 /// How long one connection attempt to one host may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// py-amqp's keepalive defaults (`DEFAULT_SOCKET_SETTINGS`), which every
+/// oslo.messaging broker socket carries: probe after 60 s idle, every 10 s,
+/// give up after 9 unanswered probes.
+const KEEPIDLE: Duration = Duration::from_secs(60);
+const KEEPINTVL: Duration = Duration::from_secs(10);
+const KEEPCNT: u32 = 9;
+
+/// `TCP_USER_TIMEOUT` in milliseconds as oslo's
+/// `Connection.set_transport_socket_timeout()` leaves it on an idle broker
+/// socket: the heartbeat timeout when heartbeats are on, else 0 (the
+/// kernel's default). Unacknowledged data older than this drops the
+/// connection, so a dead broker is noticed within the heartbeat window
+/// even while a publish is blocked in the kernel.
+pub fn tcp_user_timeout_ms(options: &RabbitOptions) -> u32 {
+    u32::from(options.heartbeat_timeout_threshold) * 1000
+}
+
+/// Applies py-amqp's and oslo's socket options to a freshly connected socket.
+fn tune_socket(fd: impl AsFd, user_timeout_ms: u32) -> std::io::Result<()> {
+    use rustix::net::sockopt;
+    let fd = fd.as_fd();
+    sockopt::set_tcp_nodelay(fd, true)?;
+    sockopt::set_socket_keepalive(fd, true)?;
+    sockopt::set_tcp_keepidle(fd, KEEPIDLE)?;
+    sockopt::set_tcp_keepintvl(fd, KEEPINTVL)?;
+    sockopt::set_tcp_keepcnt(fd, KEEPCNT)?;
+    sockopt::set_tcp_user_timeout(fd, user_timeout_ms)?;
+    Ok(())
+}
 
 /// Everything needed to (re)connect, fixed at transport creation.
 pub(crate) struct Connector {
@@ -79,7 +112,27 @@ impl Connector {
         let props = ConnectionProperties::default().with_connection_name(connection_name(&self.connection_id).into());
         let runtime = lapin::runtime::default_runtime().map_err(|e| Error::connection("start lapin runtime", e))?;
         let tls = self.tls.clone().unwrap_or_default();
-        let attempt = uri.connect_with_config(props, tls, runtime);
+        let user_timeout_ms = tcp_user_timeout_ms(&self.options);
+        // lapin's own connector gives no access to the socket: connect plain,
+        // tune the socket, then upgrade to TLS ourselves. lapin calls this
+        // again on each of its own reconnects, so every socket is tuned.
+        let attempt = Connection::connector(
+            uri,
+            runtime,
+            async move |uri: AMQPUri, runtime| {
+                let mut plain = uri.clone();
+                plain.scheme = AMQPScheme::AMQP;
+                let stream = plain.connect_with_config_async(TLSConfig::default(), &runtime).await?;
+                if let AsyncTcpStream::Plain(s) = &stream {
+                    tune_socket(s.get_ref(), user_timeout_ms)?;
+                }
+                match uri.scheme {
+                    AMQPScheme::AMQPS => Ok(stream.into_tls(&uri.authority.host, tls.as_ref()).await?),
+                    AMQPScheme::AMQP => Ok(stream),
+                }
+            },
+            props,
+        );
         match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(result) => result.map_err(|e| Error::connection(format!("connect to {}:{}", host.hostname, host.port), e)),
             Err(_) => Err(Error::Config(format!("connecting to {}:{} timed out after {CONNECT_TIMEOUT:?}", host.hostname, host.port))),
@@ -181,6 +234,13 @@ mod tests {
         let mut seen: Vec<String> = (0..3).map(|_| c.next_host().hostname.clone()).collect();
         seen.sort();
         assert_eq!(seen, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn tcp_user_timeout_follows_the_heartbeat_like_oslo() {
+        assert_eq!(tcp_user_timeout_ms(&RabbitOptions::default()), 60_000);
+        let off = RabbitOptions { heartbeat_timeout_threshold: 0, ..Default::default() };
+        assert_eq!(tcp_user_timeout_ms(&off), 0);
     }
 
     #[test]

@@ -27,7 +27,8 @@ pub struct RabbitOptions {
     /// `kombu_reconnect_delay`: seconds to wait before re-subscribing after a
     /// consumer cancel or channel error.
     pub kombu_reconnect_delay: f64,
-    /// `kombu_compression`: `gzip` (zlib, as kombu does) or unset.
+    /// `kombu_compression`: `gzip`/`zlib` (zlib data, as kombu does),
+    /// `bz2`/`bzip2`/`bzip` (bzip2), or unset.
     pub kombu_compression: Option<String>,
     /// `kombu_missing_consumer_retry_timeout`: how long a reply to a missing
     /// reply queue is retried before the queue is considered gone.
@@ -58,7 +59,8 @@ pub struct RabbitOptions {
     pub rabbit_transient_queues_ttl: u64,
     /// `rabbit_qos_prefetch_count`: `basic.qos` prefetch (0 = unlimited, no qos sent).
     pub rabbit_qos_prefetch_count: u16,
-    /// `heartbeat_timeout_threshold`: AMQP heartbeat, seconds (0 = disabled).
+    /// `heartbeat_timeout_threshold`: AMQP heartbeat, seconds (0 = disabled);
+    /// also the broker socket's `TCP_USER_TIMEOUT`, as oslo sets it.
     pub heartbeat_timeout_threshold: u16,
     /// `heartbeat_rate`: accepted for compatibility; lapin sends heartbeats itself.
     pub heartbeat_rate: u32,
@@ -135,10 +137,11 @@ impl RabbitOptions {
             ));
         }
         match self.kombu_compression.as_deref() {
-            None | Some("") | Some("gzip") => {}
+            None | Some("") => {}
+            Some(name) if crate::codec::Compression::from_name(name).is_some() => {}
             Some(other) => {
                 return Err(Error::Config(format!(
-                    "kombu_compression {other:?} is not supported (only gzip)"
+                    "kombu_compression {other:?} is not supported (gzip, zlib, bz2, bzip2 or bzip)"
                 )))
             }
         }
@@ -216,5 +219,16 @@ mod tests {
         };
         assert!(stream_no_transient.validate().is_err());
         assert!(RabbitOptions::default().validate().is_ok());
+    }
+
+    #[test]
+    fn compression_codecs_are_checked() {
+        for ok in ["gzip", "zlib", "bz2", "bzip2", "bzip", ""] {
+            let o = RabbitOptions { kombu_compression: Some(ok.into()), ..Default::default() };
+            assert!(o.validate().is_ok(), "{ok}");
+        }
+        let lzma = RabbitOptions { kombu_compression: Some("lzma".into()), ..Default::default() };
+        let e = lzma.validate().unwrap_err().to_string();
+        assert!(e.contains("kombu_compression \"lzma\" is not supported"), "{e}");
     }
 }

@@ -322,8 +322,12 @@ async fn supervise(weak: Weak<Inner>, mut session: Arc<Session>, mut shutdown: w
         error!(broker = %session.broker, "connection to the AMQP server was lost; reconnecting");
         let Some(new) = reconnect(&inner, &mut shutdown).await else { return };
         info!(broker = %new.broker, generation = new.generation, "reconnected to AMQP server; re-declaring queues and consumers");
-        inner.session_tx.send_replace(Some(new.clone()));
+        // Consumers first, then everyone else: `is_connected()` and publishes
+        // see the new connection only once our queues exist again, so a
+        // message routed to them right after a broker restart is not dropped
+        // as unroutable.
         inner.restart_subscriptions(&new).await;
+        inner.session_tx.send_replace(Some(new.clone()));
         session = new;
     }
 }
@@ -357,6 +361,13 @@ async fn monitor(weak: Weak<Session>) {
         tokio::select! {
             ev = events.next() => match ev {
                 Some(Event::Error(e)) => {
+                    // lapin also reports a channel the broker closed (e.g. a
+                    // 406 on a declare) here; that costs the channel, not the
+                    // connection, and must not reconnect everything.
+                    if weak.upgrade().is_some_and(|s| s.connection.status().connected()) {
+                        debug!(error = %e, "AMQP channel closed by the broker; the connection is up");
+                        continue;
+                    }
                     warn!(error = %e, "AMQP connection error");
                     break;
                 }
@@ -566,10 +577,7 @@ impl Subscription {
     }
 
     async fn consume(&self, channel: &Channel, q: &QueueSpec, tag: &str) -> Result<Consumer, Error> {
-        let offset = match self.stream_offsets.lock().unwrap_or_else(|p| p.into_inner()).get(&q.name) {
-            Some(next) => ArgValue::Int(*next),
-            None => ArgValue::Str("last".into()),
-        };
+        let offset = self.next_stream_offset(&q.name);
         if q.stream {
             info!(queue = %q.name, offset = ?offset, "stream queue consume");
         }
@@ -597,6 +605,21 @@ impl Subscription {
         self.stream_offsets.lock().unwrap_or_else(|p| p.into_inner()).insert(queue.to_owned(), offset + 1);
     }
 
+    /// oslo's `reset_stream_offset`: the next subscribe starts at "last".
+    fn reset_stream_offset(&self, queue: &str) {
+        let previous = self.stream_offsets.lock().unwrap_or_else(|p| p.into_inner()).remove(queue);
+        warn!(queue, next_offset = ?previous, "stream consumer cancelled by the broker; resuming from \"last\"");
+    }
+
+    /// The offset the next subscribe to stream `queue` starts at: "last"
+    /// first, then one past the last delivery seen (oslo's `next_stream_offset`).
+    fn next_stream_offset(&self, queue: &str) -> ArgValue {
+        match self.stream_offsets.lock().unwrap_or_else(|p| p.into_inner()).get(queue) {
+            Some(next) => ArgValue::Int(*next),
+            None => ArgValue::Str("last".into()),
+        }
+    }
+
     /// Cancels the consumers and closes the channel; unacknowledged
     /// deliveries go back to their queues.
     pub async fn stop(&self) {
@@ -616,9 +639,11 @@ impl Subscription {
 /// subscription is still wanted (channel closed, consumer cancelled by the
 /// broker, queue deleted) re-subscribes after `kombu_reconnect_delay`.
 async fn pump(weak: Weak<Inner>, sub: Arc<Subscription>, mut consumer: Consumer, epoch: u64, queue: String, stream: bool) {
-    while let Some(item) = consumer.next().await {
-        match item {
-            Ok(delivery) => {
+    // lapin ends the stream (None) when the consumer is cancelled, by the
+    // broker or because its channel closed; errors come as items.
+    let ended = loop {
+        match consumer.next().await {
+            Some(Ok(delivery)) => {
                 if stream {
                     sub.record_stream_offset(&queue, &delivery);
                 }
@@ -626,12 +651,13 @@ async fn pump(weak: Weak<Inner>, sub: Arc<Subscription>, mut consumer: Consumer,
                     return;
                 }
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 warn!(queue, error = %e, "consumer failed");
-                break;
+                break false;
             }
+            None => break true,
         }
-    }
+    };
     if sub.stopped.load(Ordering::SeqCst) {
         return;
     }
@@ -641,6 +667,13 @@ async fn pump(weak: Weak<Inner>, sub: Arc<Subscription>, mut consumer: Consumer,
             return;
         }
         st.active = false;
+        // Cancelled while its channel is still open: the broker sent
+        // basic.cancel (e.g. the stream was deleted). The stream's offsets
+        // may have restarted, so oslo resumes from "last" in that case only.
+        let broker_cancel = ended && st.channel.as_ref().is_some_and(|c| c.status().connected());
+        if stream && broker_cancel {
+            sub.reset_stream_offset(&queue);
+        }
     }
     resubscribe(weak, sub, queue).await;
 }

@@ -160,6 +160,11 @@ async fn mismatched_queue_type_is_a_clear_error_and_durable_mismatch_falls_back(
         .expect("oslo's non-durable fallback");
     let client = RpcClient::new(&durable, Target::topic(&topic).with_server("a").with_version("1.0")).with_timeout(Duration::from_secs(10));
     assert_eq!(client.call(&Context::new(), "echo", json!({"x": 1})).await.unwrap(), json!({"args": {"x": 1}}));
+    // A refused declaration closes a channel, not the connection: no reconnects.
+    for (name, t) in [("classic", &classic), ("quorum", &quorum), ("durable", &durable)] {
+        assert_eq!(t.connection_count(), 1, "{name} transport reconnected after a channel-level refusal");
+        assert!(t.is_connected(), "{name}");
+    }
 
     second.shutdown().await;
     first.shutdown().await;
@@ -169,4 +174,80 @@ async fn mismatched_queue_type_is_a_clear_error_and_durable_mismatch_falls_back(
     for t in [classic, quorum, durable] {
         t.close().await;
     }
+}
+
+/// `rabbit_stream_fanout` across a reconnect: like oslo, the first subscribe
+/// reads from "last" and a re-subscribe continues one past the last offset
+/// delivered. Casts made while the server is cut off are all served after it
+/// reconnects, none twice. ("last" again would skip all but the newest chunk;
+/// "first" would repeat the cast already served.) The server runs as its own
+/// broker user so it alone can be cut off: permissions revoked, its
+/// connections closed, and restored after two more fanout casts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_fanout_resumes_after_the_last_offset_on_reconnect() {
+    init_logs();
+    let _lock = broker_shared();
+    let exchange = unique("test");
+    let topic = unique("stream");
+    let user = unique("test_user");
+    let stream = RabbitOptions {
+        rabbit_transient_quorum_queue: true,
+        rabbit_stream_fanout: true,
+        rabbit_qos_prefetch_count: 10,
+        rabbit_retry_interval: 1,
+        rabbit_retry_backoff: 1,
+        rabbit_interval_max: 1,
+        ..Default::default()
+    };
+    rabbitmqctl(&["add_user", &user, "pw"]);
+    let grant = || rabbitmqctl(&["set_permissions", "-p", "/", &user, ".*", ".*", ".*"]);
+    grant();
+
+    let url = oslo_messaging::TransportUrl::parse(&format!("rabbit://{user}:pw@127.0.0.1:5672/")).unwrap();
+    let server_side = oslo_messaging::Transport::connect(&url, stream.clone(), &exchange).await.expect("connect as the test user");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server = RpcServer::start(&server_side, vec![Target::topic(&topic).with_server("rust")], dispatcher(seen.clone())).await.unwrap();
+    let client_side = transport(&exchange, stream).await;
+    let fanout = RpcClient::new(&client_side, Target::topic(&topic).with_fanout(true));
+    let served = |n: i64| seen.lock().unwrap().iter().filter(|v| v["n"] == n).count();
+    let wait_for = |pred: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !pred() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        pred()
+    };
+
+    fanout.cast(&Context::new(), "echo", json!({"n": 1})).await.unwrap();
+    assert!(tokio::task::block_in_place(|| wait_for(&|| served(1) == 1)), "first fanout cast served");
+
+    // Cut the server off; it keeps retrying with oslo's backoff.
+    rabbitmqctl(&["clear_permissions", "-p", "/", &user]);
+    rabbitmqctl(&["close_all_user_connections", &user, "stream offset test"]);
+    tokio::task::block_in_place(|| wait_for(&|| !server_side.is_connected()));
+    assert!(!server_side.is_connected(), "the server's connection was closed");
+    let generation = server_side.connection_count();
+    for n in [2, 3] {
+        fanout.cast(&Context::new(), "echo", json!({"n": n})).await.unwrap();
+        // Separate publishes: separate stream chunks.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(served(2) + served(3), 0, "nothing is served while cut off");
+    grant();
+    server_side.wait_connected(Duration::from_secs(30)).await.expect("the server reconnects by itself");
+    assert!(server_side.connection_count() > generation);
+
+    let all = tokio::task::block_in_place(|| wait_for(&|| served(2) == 1 && served(3) == 1));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got: Vec<Value> = seen.lock().unwrap().clone();
+    assert!(all, "both casts made while cut off were served after the reconnect: {got:?}");
+    assert_eq!((served(1), served(2), served(3)), (1, 1, 1), "each fanout cast served exactly once: {got:?}");
+
+    server.shutdown().await;
+    let mut queues = broker_queues(&topic);
+    queues.extend(client_side.reply_queue());
+    cleanup(&client_side, &queues, &[exchange, format!("{topic}_fanout")]).await;
+    server_side.close().await;
+    client_side.close().await;
+    rabbitmqctl(&["delete_user", &user]);
 }

@@ -64,7 +64,7 @@ pub async fn transport(exchange: &str, options: RabbitOptions) -> Transport {
 
 /// Options as a JSON object of `[oslo_messaging_rabbit]` overrides for the peer.
 pub fn options_json(o: &RabbitOptions) -> String {
-    serde_json::json!({
+    let mut map = serde_json::json!({
         "rabbit_quorum_queue": o.rabbit_quorum_queue,
         "rabbit_transient_quorum_queue": o.rabbit_transient_quorum_queue,
         "rabbit_stream_fanout": o.rabbit_stream_fanout,
@@ -80,8 +80,45 @@ pub fn options_json(o: &RabbitOptions) -> String {
         "rabbit_quorum_max_memory_bytes": o.rabbit_quorum_max_memory_bytes,
         "hostname": o.hostname,
         "processname": o.processname,
-    })
-    .to_string()
+    });
+    // Only when set, so the peer keeps oslo's defaults otherwise.
+    if o.ssl {
+        for (key, value) in [("ssl_ca_file", &o.ssl_ca_file), ("ssl_cert_file", &o.ssl_cert_file), ("ssl_key_file", &o.ssl_key_file)] {
+            if !value.is_empty() {
+                map[key] = serde_json::json!(value);
+            }
+        }
+        map["ssl"] = serde_json::json!(true);
+    }
+    if let Some(c) = o.kombu_compression.as_deref().filter(|c| !c.is_empty()) {
+        map["kombu_compression"] = serde_json::json!(c);
+    }
+    map.to_string()
+}
+
+/// `pki_up` and `rabbitmq_up` of deploy/dev, once per test binary: the TLS
+/// listener on 127.0.0.1:5671 with the stack CA. Call before taking the
+/// broker lock (a first-time restart takes it exclusively). Fails, never
+/// skips, when the stack cannot provide it.
+pub fn stack_rabbitmq_up() {
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let dev = repo_root().join("deploy/dev");
+        let script = "source \"$1/lib.sh\"; source \"$1/pki.sh\"; source \"$1/rabbitmq.sh\"; pki_up; rabbitmq_up";
+        let out = Command::new("bash").args(["-c", script, "bash"]).arg(&dev).env("STACK_DIR", stack_tests::stack_dir()).output().expect("run bash");
+        assert!(
+            out.status.success(),
+            "deploy/dev rabbitmq_up failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// The stack CA's files (deploy/dev/pki.sh).
+pub fn pki(file: &str) -> String {
+    stack_tests::stack_dir().join("pki").join(file).to_string_lossy().into_owned()
 }
 
 /// A running `peer.py`; killed on drop.
@@ -117,6 +154,11 @@ impl Peer {
         });
         let stdin = child.stdin.take();
         Self { child, stdin, lines, stderr_path }
+    }
+
+    /// The peer's process id (oslo's connection names contain it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn stderr(&self) -> String {
