@@ -3,9 +3,12 @@
 # libvirt 11 and QEMU 10 come from bookworm-backports: the machine's qemu-utils
 # is already the backports 10.0 build, so bookworm's qemu-system 7.2 conflicts.
 
+# sasl2-bin (saslpasswd2, sasldblistusers2) and libsasl2-modules (the
+# DIGEST-MD5 plugin): libvirtd's SASL on TCP, as Kolla's default (libvirt.sh).
 APT_PACKAGES=(rabbitmq-server e2fsprogs cpio busybox-static qemu-guest-agent
               python3-venv python3-dev build-essential libxml2-dev libxslt1-dev
-              libffi-dev libssl-dev pkg-config curl jq openssl)
+              libffi-dev libssl-dev pkg-config curl jq openssl
+              sasl2-bin libsasl2-modules)
 APT_BACKPORTS=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
                qemu-system-x86 libvirt-dev)
 

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use virt::connect::{Connect, ConnectAuth, ConnectCredentialType};
+
 use crate::guest::Error;
 
 /// The libvirt connection the stack's guests live on (`LIBVIRT_URI` in
@@ -12,7 +14,8 @@ use crate::guest::Error;
 pub const LIBVIRT_URI: &str = "qemu:///system";
 
 /// libvirtd's TCP listener (`LIBVIRT_TCP_URI` in `deploy/dev/libvirt.sh`:
-/// 127.0.0.1:16509, `auth_tcp = "none"`).
+/// 127.0.0.1:16509, `auth_tcp = "sasl"`, DIGEST-MD5 as Kolla's default):
+/// clients need the credentials of [`libvirt_auth_file`].
 pub const LIBVIRT_TCP_URI: &str = "qemu+tcp://127.0.0.1/system";
 
 const RABBITMQ_ADDR: &str = "127.0.0.1:5672";
@@ -47,8 +50,9 @@ pub enum Component {
     RabbitMq,
     /// Glance's API accepting connections on 127.0.0.1:9292.
     Glance,
-    /// libvirtd's network listeners: [`LIBVIRT_TCP_URI`] and
-    /// [`libvirt_tls_uri`] with the stack's client certificate.
+    /// libvirtd's network listeners: [`LIBVIRT_TCP_URI`] with the SASL
+    /// credentials of [`libvirt_auth_file`], and [`libvirt_tls_uri`] with
+    /// the stack's client certificate.
     LibvirtListeners,
 }
 
@@ -76,11 +80,25 @@ impl Component {
             Component::RabbitMq => tcp_check(RABBITMQ_ADDR),
             Component::Glance => tcp_check(GLANCE_ADDR),
             Component::LibvirtListeners => {
+                let auth_file = libvirt_auth_file();
+                if !auth_file.is_file() {
+                    return Err(format!("no SASL auth.conf at {}", auth_file.display()));
+                }
+                let tcp = libvirt_tcp_uri_with_authfile(&auth_file);
                 let tls = libvirt_tls_uri(&libvirt_pki_dir());
-                for uri in [LIBVIRT_TCP_URI, tls.as_str()] {
+                for uri in [tcp.as_str(), tls.as_str()] {
                     virt::error::clear_error_callback();
+                    // SASL needs an auth callback even when auth.conf holds
+                    // every credential; this one answers nothing (no prompt).
+                    let mut auth = ConnectAuth::new(
+                        vec![
+                            ConnectCredentialType::AuthName,
+                            ConnectCredentialType::Passphrase,
+                        ],
+                        |_| {},
+                    );
                     // Dropping the connection closes it.
-                    virt::connect::Connect::open(Some(uri))
+                    Connect::open_auth(Some(uri), &mut auth, 0)
                         .map(drop)
                         .map_err(|e| format!("cannot connect to {uri}: {}", e.message()))?;
                 }
@@ -88,6 +106,21 @@ impl Component {
             }
         }
     }
+}
+
+/// The stack's client credentials for libvirtd's SASL on TCP, in libvirt's
+/// auth.conf format (`[credentials-default]` authname `nova` + password,
+/// `[auth-libvirt-default]`, as Kolla's `auth.conf.j2` writes it), written
+/// by `deploy/dev/libvirt.sh`. libvirt reads it when `LIBVIRT_AUTH_FILE` or
+/// the URI's `authfile=` names it.
+pub fn libvirt_auth_file() -> PathBuf {
+    stack_dir().join("libvirt").join("auth.conf")
+}
+
+/// [`LIBVIRT_TCP_URI`] with `?authfile=<auth_file>` (libvirt's per-URI
+/// auth.conf; `$LIBVIRT_AUTH_FILE`, when set, takes precedence).
+pub fn libvirt_tcp_uri_with_authfile(auth_file: &Path) -> String {
+    format!("{LIBVIRT_TCP_URI}?authfile={}", auth_file.display())
 }
 
 /// The client side of libvirt's TLS (`cacert.pem`, `clientcert.pem`,

@@ -19,6 +19,32 @@ pub enum SnapshotError {
         message: String,
     },
 
+    /// Opening the connection needs credentials (SASL on `qemu+tcp://`, as
+    /// Kolla's default `libvirt_enable_sasl` configures) that libvirt's
+    /// auth.conf lookup did not find. The engine never prompts: like nova's
+    /// `_connect_auth_cb` it refuses whatever auth.conf leaves open.
+    /// `credentials` are the auth.conf keys libvirt asked for (`authname`,
+    /// `password`, ...).
+    #[error(
+        "libvirt {uri}: authentication needs {} but no auth.conf provides it (libvirt looks in $LIBVIRT_AUTH_FILE, the URI's authfile=, $XDG_CONFIG_HOME/libvirt/auth.conf i.e. ~/.config/libvirt/auth.conf, /etc/libvirt/auth.conf; section [auth-libvirt-<host>] or [auth-libvirt-default]); not prompting: {message}",
+        credentials.join(", ")
+    )]
+    CredentialsMissing {
+        uri: String,
+        credentials: Vec<String>,
+        message: String,
+    },
+
+    /// libvirtd refused the authentication (wrong password or unknown user
+    /// in auth.conf, no SASL mechanism in common, a refused client
+    /// certificate): libvirt's `VIR_ERR_AUTH_FAILED` and relatives.
+    #[error("libvirt {uri}: authentication failed: {message} (code {code})")]
+    AuthFailed {
+        uri: String,
+        code: u32,
+        message: String,
+    },
+
     /// No domain with this UUID on this host (libvirt `VIR_ERR_NO_DOMAIN`).
     #[error("domain {uuid} not found on this host")]
     DomainNotFound { uuid: String },
@@ -104,6 +130,11 @@ pub enum SnapshotError {
 pub(crate) const VIR_ERR_NO_DOMAIN: u32 = 42;
 /// libvirt's `VIR_ERR_AGENT_UNRESPONSIVE`.
 pub(crate) const VIR_ERR_AGENT_UNRESPONSIVE: u32 = 86;
+/// libvirt's `VIR_ERR_AUTH_FAILED`, `VIR_ERR_AUTH_CANCELLED`,
+/// `VIR_ERR_AUTH_UNAVAILABLE`.
+pub(crate) const VIR_ERR_AUTH_FAILED: u32 = 45;
+pub(crate) const VIR_ERR_AUTH_CANCELLED: u32 = 79;
+pub(crate) const VIR_ERR_AUTH_UNAVAILABLE: u32 = 94;
 
 impl SnapshotError {
     /// Wraps a libvirt error raised by `operation`. libvirt errors are
@@ -127,6 +158,41 @@ impl SnapshotError {
         }
     }
 
+    /// Classifies a failed `virConnectOpenAuth` of `uri`: credentials
+    /// libvirt asked for and auth.conf lacked, refused authentication, or
+    /// any other connection error (`Libvirt { operation: "open" }`).
+    pub(crate) fn open(uri: &str, err: crate::ffi::OpenAuthError) -> Self {
+        let code = err.error.code().to_raw();
+        let message = err.error.message().to_owned();
+        if !err.requested.is_empty() {
+            let mut credentials: Vec<String> = Vec::new();
+            for c in &err.requested {
+                if !credentials.iter().any(|n| n == c.name) {
+                    credentials.push(c.name.to_owned());
+                }
+            }
+            return SnapshotError::CredentialsMissing {
+                uri: uri.to_owned(),
+                credentials,
+                message,
+            };
+        }
+        match code {
+            VIR_ERR_AUTH_FAILED | VIR_ERR_AUTH_CANCELLED | VIR_ERR_AUTH_UNAVAILABLE => {
+                SnapshotError::AuthFailed {
+                    uri: uri.to_owned(),
+                    code,
+                    message,
+                }
+            }
+            _ => SnapshotError::Libvirt {
+                operation: "open",
+                code,
+                message,
+            },
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         SnapshotError::Io {
             context: context.into(),
@@ -137,7 +203,10 @@ impl SnapshotError {
     /// The libvirt error code, when this is a libvirt error.
     pub fn libvirt_code(&self) -> Option<u32> {
         match self {
-            SnapshotError::Libvirt { code, .. } => Some(*code),
+            SnapshotError::Libvirt { code, .. } | SnapshotError::AuthFailed { code, .. } => {
+                Some(*code)
+            }
+            SnapshotError::CredentialsMissing { .. } => Some(VIR_ERR_AUTH_FAILED),
             _ => None,
         }
     }

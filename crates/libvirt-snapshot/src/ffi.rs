@@ -1,7 +1,9 @@
 //! The safe wrapper over the libvirt calls the `virt` crate has no safe
-//! binding for: block copy (typed parameters), block-job info / speed / abort,
-//! backup begin and its XML, domain job abort, filesystem freeze / thaw,
-//! domain event callbacks and the connection-close callback.
+//! binding for: opening a connection with an auth callback that can refuse
+//! (`virConnectOpenAuth`; `virt`'s callback cannot return an error), block
+//! copy (typed parameters), block-job info / speed / abort, backup begin and
+//! its XML, domain job abort, filesystem freeze / thaw, domain event
+//! callbacks and the connection-close callback.
 //!
 //! This is the only module of the workspace with `unsafe`. Every block states
 //! the invariant it relies on; every function here is exercised by the unit
@@ -25,6 +27,128 @@ use crate::events::{self, BlockJobStatus, BlockJobType, DomainEvent, JobComplete
 
 fn cstring(value: &str) -> Result<CString, Error> {
     CString::new(value).map_err(Error::from)
+}
+
+/// A credential libvirt asked the application for because no auth.conf
+/// entry supplied it (one `virConnectCredential` passed to the callback).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestedCredential {
+    /// The auth.conf key that would have supplied it (`authname`,
+    /// `password`, `username`, `realm`), or libvirt's name of the
+    /// credential type when auth.conf has no key for it.
+    pub name: &'static str,
+    /// libvirt's prompt text (e.g. "Please enter your authentication name").
+    pub prompt: String,
+}
+
+/// The credential types nova's `Host._connect` offers in `openAuth`:
+/// AUTHNAME, ECHOPROMPT, REALM, PASSPHRASE, NOECHOPROMPT, EXTERNAL. SASL can
+/// only ask for types listed here; libvirt fills them from auth.conf first.
+const OFFERED_CREDENTIALS: [sys::virConnectCredentialType; 6] = [
+    sys::VIR_CRED_AUTHNAME,
+    sys::VIR_CRED_ECHOPROMPT,
+    sys::VIR_CRED_REALM,
+    sys::VIR_CRED_PASSPHRASE,
+    sys::VIR_CRED_NOECHOPROMPT,
+    sys::VIR_CRED_EXTERNAL,
+];
+
+fn credential_name(kind: c_int) -> &'static str {
+    match kind as sys::virConnectCredentialType {
+        sys::VIR_CRED_USERNAME => "username",
+        sys::VIR_CRED_AUTHNAME => "authname",
+        sys::VIR_CRED_PASSPHRASE => "password",
+        sys::VIR_CRED_REALM => "realm",
+        sys::VIR_CRED_LANGUAGE => "language",
+        sys::VIR_CRED_CNONCE => "cnonce",
+        sys::VIR_CRED_ECHOPROMPT => "echoprompt",
+        sys::VIR_CRED_NOECHOPROMPT => "noechoprompt",
+        sys::VIR_CRED_EXTERNAL => "external",
+        _ => "unknown",
+    }
+}
+
+/// Why [`open_auth`] failed: libvirt's error, and the credentials libvirt
+/// asked for that no auth.conf held (empty when it never asked).
+#[derive(Debug)]
+pub struct OpenAuthError {
+    pub error: Error,
+    pub requested: Vec<RequestedCredential>,
+}
+
+/// nova's `_connect_auth_cb`: libvirt calls it after filling what it could
+/// from auth.conf (`remoteAuthInteract`), with the credentials still
+/// missing. None missing: accept (0). Any missing: record them and refuse
+/// (-1), so the open fails with VIR_ERR_AUTH_FAILED at once; nothing is ever
+/// prompted for.
+unsafe extern "C" fn refuse_missing_credentials(
+    cred: sys::virConnectCredentialPtr,
+    ncred: c_uint,
+    cbdata: *mut c_void,
+) -> c_int {
+    if ncred == 0 {
+        return 0;
+    }
+    no_unwind("auth", || {
+        // SAFETY: `cbdata` is the `&mut Vec<RequestedCredential>` of the
+        // `open_auth` frame that is blocked in virConnectOpenAuth right now:
+        // libvirt calls this synchronously from inside that call, in the
+        // same thread, and keeps no reference to `auth` after it returns.
+        let requested = unsafe { &mut *(cbdata as *mut Vec<RequestedCredential>) };
+        for i in 0..ncred as usize {
+            // SAFETY: libvirt passes an array of `ncred` initialised
+            // credentials; `prompt` is NULL or a NUL-terminated string that
+            // lives until the callback returns (we copy it).
+            let c = unsafe { &*cred.add(i) };
+            let prompt = if c.prompt.is_null() {
+                String::new()
+            } else {
+                // SAFETY: non-NULL, NUL-terminated (see above).
+                unsafe { CStr::from_ptr(c.prompt) }
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            requested.push(RequestedCredential {
+                name: credential_name(c.type_),
+                prompt,
+            });
+        }
+    });
+    -1
+}
+
+/// `virConnectOpenAuth(uri, {nova's credential types, refuse_missing_credentials}, 0)`:
+/// a read-write connection whose credentials come from libvirt's own
+/// auth.conf lookup (`LIBVIRT_AUTH_FILE`, the URI's `authfile=`,
+/// `$XDG_CONFIG_HOME/libvirt/auth.conf` i.e. `~/.config/libvirt/auth.conf`,
+/// `/etc/libvirt/auth.conf`). Whatever the file does not hold is refused,
+/// never prompted for.
+pub fn open_auth(uri: &str) -> Result<Connect, OpenAuthError> {
+    let c_uri = cstring(uri).map_err(|error| OpenAuthError {
+        error,
+        requested: Vec::new(),
+    })?;
+    let mut credtypes: Vec<c_int> = OFFERED_CREDENTIALS.iter().map(|&t| t as c_int).collect();
+    let mut requested: Vec<RequestedCredential> = Vec::new();
+    let mut auth = sys::virConnectAuth {
+        credtype: credtypes.as_mut_ptr(),
+        ncredtype: credtypes.len() as c_uint,
+        cb: Some(refuse_missing_credentials),
+        cbdata: (&mut requested as *mut Vec<RequestedCredential>).cast::<c_void>(),
+    };
+    // SAFETY: `c_uri` is NUL-terminated; `auth`, the `credtypes` array it
+    // points to and `requested` (its cbdata) all outlive the call, which
+    // uses them only while it runs (the callback runs synchronously inside
+    // it). A non-NULL result is a new connection reference we own.
+    let raw = unsafe { sys::virConnectOpenAuth(c_uri.as_ptr(), &mut auth, 0) };
+    if raw.is_null() {
+        // Read in this thread, right after the failing call.
+        let error = Error::last_error();
+        return Err(OpenAuthError { error, requested });
+    }
+    // SAFETY: `raw` is a valid connection whose reference passes to the
+    // `Connect`, which closes it on drop.
+    Ok(unsafe { Connect::from_ptr(raw) })
 }
 
 /// `virDomainBlockCopy` typed parameters (`VIR_DOMAIN_BLOCK_COPY_*`).

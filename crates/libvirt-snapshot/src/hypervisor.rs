@@ -45,7 +45,10 @@ impl Session {
         // Must precede the open: libvirt binds keepalive and event delivery
         // to the event implementation present when the connection is made.
         events::ensure_event_loop()?;
-        let conn = Connect::open(Some(uri)).map_err(|e| SnapshotError::libvirt("open", e))?;
+        // With auth, as nova's `Host._connect` (`openAuth`): libvirt fills
+        // SASL credentials from its auth.conf lookup and the callback
+        // refuses anything left (a typed error, never a prompt).
+        let conn = ffi::open_auth(uri).map_err(|e| SnapshotError::open(uri, e))?;
         // (`virt` maps 1, "the peer does not support keepalive", to Ok too;
         // libvirtd >= 0.9.8 supports it.)
         let keepalive = match conn.set_keep_alive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT) {
@@ -169,6 +172,16 @@ impl Hypervisor {
     /// Opens a read-write connection to `uri` (`qemu:///system`,
     /// `qemu+tcp://host/system`, `qemu+tls://host/system`, ...), with
     /// keepalive, a close callback, and the domain event callbacks.
+    ///
+    /// Authenticates like nova (`virConnectOpenAuth`): SASL credentials
+    /// (Kolla's `auth_tcp = "sasl"`) come from libvirt's own auth.conf
+    /// lookup — `$LIBVIRT_AUTH_FILE`, the URI's `authfile=`,
+    /// `$XDG_CONFIG_HOME/libvirt/auth.conf` (Kolla:
+    /// `/var/lib/nova/.config/libvirt/auth.conf`), `/etc/libvirt/auth.conf`.
+    /// A credential none of them holds gives
+    /// [`SnapshotError::CredentialsMissing`], refused credentials
+    /// [`SnapshotError::AuthFailed`]; nothing is prompted for. Reconnects
+    /// take the same path.
     pub fn open(uri: &str) -> Result<Self, SnapshotError> {
         let session = Session::open(uri)?;
         Ok(Hypervisor {

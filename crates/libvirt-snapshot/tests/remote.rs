@@ -1,12 +1,18 @@
 //! `[libvirt] connection_uri` over the network: the engine connected through
-//! libvirtd's TCP listener (`qemu+tcp://127.0.0.1/system`, auth none) and its
-//! TLS listener (`qemu+tls://localhost/system?pkipath=…`, the stack CA of
+//! libvirtd's TCP listener (`qemu+tcp://127.0.0.1/system`, `auth_tcp =
+//! "sasl"` as Kolla's default, credentials from the stack's auth.conf found
+//! through `LIBVIRT_AUTH_FILE`) and its TLS listener
+//! (`qemu+tls://localhost/system?pkipath=…`, the stack CA of
 //! `deploy/dev/pki.sh`, client certificate required) takes a live snapshot
 //! (default strategy, quiesced) of a real guest; libvirtd's own client list
-//! shows the engine's connection on that transport. A pkipath whose CA is
-//! not the stack's, and a client certificate of the stack CA whose subject
-//! is not on libvirtd's `tls_allowed_dn_list`, give a clear connection
-//! error (no panic, no hang).
+//! shows the engine's connection on that transport, over TCP authenticated
+//! as the SASL user `nova`. A pkipath whose CA is not the stack's, and a
+//! client certificate of the stack CA whose subject is not on libvirtd's
+//! `tls_allowed_dn_list`, give a clear connection error (no panic, no hang).
+//!
+//! `LIBVIRT_AUTH_FILE` is process-wide: every test of this binary sets it to
+//! the same file first ([`stack_auth_env`]). The SASL failure cases (no
+//! auth.conf, wrong password) need a process without it: `tests/sasl.rs`.
 
 mod common;
 
@@ -19,12 +25,30 @@ use libvirt_snapshot::{
     SnapshotStrategy,
 };
 use stack_tests::{
-    libvirt_pki_dir, libvirt_tls_uri, require, stack_dir, Component, LIBVIRT_TCP_URI,
+    libvirt_auth_file, libvirt_pki_dir, libvirt_tls_uri, require, stack_dir, Component,
+    LIBVIRT_TCP_URI,
 };
 
-/// How many clients libvirtd has on `transport` (`tcp`, `tls`, `unix`), from
-/// its admin interface.
-fn clients_on(transport: &str) -> usize {
+/// Points libvirt's auth.conf lookup at the stack's file (what Kolla puts in
+/// nova's `~/.config/libvirt/auth.conf`), once, before this process opens
+/// any libvirt connection. Every test here calls it first, so all of them
+/// see the same environment whatever order they run in.
+fn stack_auth_env() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let file = libvirt_auth_file();
+        assert!(
+            file.is_file(),
+            "{} missing: run deploy/dev/stack up",
+            file.display()
+        );
+        std::env::set_var("LIBVIRT_AUTH_FILE", &file);
+    });
+}
+
+/// libvirtd's clients on `transport` (`tcp`, `tls`, `unix`) by id, from its
+/// admin interface.
+fn client_ids(transport: &str) -> Vec<String> {
     let out = Command::new("virt-admin")
         .args(["srv-clients-list", "libvirtd"])
         .output()
@@ -37,7 +61,21 @@ fn clients_on(transport: &str) -> usize {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.split_whitespace().nth(1) == Some(transport))
-        .count()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// The SASL user libvirtd authenticated client `id` as (`virt-admin
+/// client-info`), if any.
+fn sasl_user(id: &str) -> Option<String> {
+    let out = Command::new("virt-admin")
+        .args(["client-info", "libvirtd", id])
+        .output()
+        .expect("virt-admin");
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == "sasl_user_name").then(|| v.trim().to_owned())
+    })
 }
 
 /// The two tests of this binary count libvirtd's TLS clients: they take
@@ -57,6 +95,7 @@ fn remote_config(scratch: &Scratch, uri: &str) -> EngineConfig {
 
 #[test]
 fn live_snapshots_over_qemu_tcp_and_qemu_tls() {
+    stack_auth_env();
     let _serial = serial();
     require_stack();
     require(&[Component::LibvirtListeners]);
@@ -66,14 +105,28 @@ fn live_snapshots_over_qemu_tcp_and_qemu_tls() {
     let tls_uri = libvirt_tls_uri(&libvirt_pki_dir());
 
     for (transport, uri) in [("tcp", LIBVIRT_TCP_URI), ("tls", tls_uri.as_str())] {
-        let before = clients_on(transport);
+        let before = client_ids(transport);
+        let opened = std::time::Instant::now();
         let engine = SnapshotEngine::open(remote_config(&scratch, uri))
             .unwrap_or_else(|e| panic!("engine over {uri}: {e}"));
+        eprintln!("MEASURE open over {transport}: {:?}", opened.elapsed());
         assert_eq!(engine.hypervisor().uri(), uri);
+        let new: Vec<String> = client_ids(transport)
+            .into_iter()
+            .filter(|id| !before.contains(id))
+            .collect();
         assert!(
-            clients_on(transport) > before,
+            !new.is_empty(),
             "libvirtd shows no new {transport} client for the engine"
         );
+        if transport == "tcp" {
+            // auth_tcp = "sasl": the engine answered SASL from auth.conf.
+            let users: Vec<Option<String>> = new.iter().map(|id| sasl_user(id)).collect();
+            assert!(
+                users.iter().any(|u| u.as_deref() == Some("nova")),
+                "the engine's tcp client is not SASL user nova: {users:?}"
+            );
+        }
         assert!(
             engine.hypervisor().keepalive_enabled(),
             "keepalive must be on over {transport}"
@@ -159,6 +212,20 @@ fn open_fails(scratch: &Scratch, uri: &str) -> String {
             );
             message
         }
+        // A peer certificate libvirt cannot verify is VIR_ERR_AUTH_FAILED.
+        Err(SnapshotError::AuthFailed {
+            uri: u,
+            code,
+            message,
+        }) => {
+            eprintln!("{uri}: refused in {elapsed:?}: {message} (auth, code {code})");
+            assert_eq!(u, uri);
+            assert!(
+                elapsed < std::time::Duration::from_secs(30),
+                "took {elapsed:?}"
+            );
+            message
+        }
         Err(other) => panic!("{uri}: expected a libvirt open error, got {other:?}"),
         Ok(_) => panic!("{uri}: connected despite the bad credentials"),
     }
@@ -229,6 +296,7 @@ fn issue_client_cert(
 
 #[test]
 fn tls_with_a_wrong_ca_or_an_unlisted_client_is_a_clear_connection_error() {
+    stack_auth_env();
     let _serial = serial();
     require_stack();
     require(&[Component::LibvirtListeners]);
