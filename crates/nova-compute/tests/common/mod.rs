@@ -46,7 +46,16 @@ pub struct Compute {
     pub host: String,
     pub dir: PathBuf,
     pub conf: PathBuf,
+    run_as: Option<RunAs>,
     child: Option<Child>,
+}
+
+/// An unprivileged user to run the service as (Kolla: nova, uid 42436),
+/// with the home its libvirt client reads `.config/libvirt/auth.conf` from.
+#[derive(Clone)]
+pub struct RunAs {
+    pub user: String,
+    pub home: PathBuf,
 }
 
 impl Compute {
@@ -57,8 +66,20 @@ impl Compute {
         Self::start_in(host, dir, extra)
     }
 
+    /// A new host, the process run as `run_as` (its state and log
+    /// directories owned by that user).
+    pub fn start_as(run_as: RunAs, extra: &str) -> Compute {
+        let host = format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let dir = stack_dir().join("e2e").join(&host);
+        Self::launch(host, dir, extra, Some(run_as))
+    }
+
     /// Starts again on an existing host and state directory (restart tests).
     pub fn start_in(host: String, dir: PathBuf, extra: &str) -> Compute {
+        Self::launch(host, dir, extra, None)
+    }
+
+    fn launch(host: String, dir: PathBuf, extra: &str, run_as: Option<RunAs>) -> Compute {
         let snapshots = dir.join("state/instances/snapshots");
         std::fs::create_dir_all(&snapshots).unwrap();
         // qemu (another uid) must traverse into the snapshot directory.
@@ -82,7 +103,12 @@ impl Compute {
             ),
         )
         .unwrap();
-        let mut compute = Compute { host, dir, conf, child: None };
+        if let Some(r) = &run_as {
+            let owner = format!("{0}:{0}", r.user);
+            let st = Command::new("chown").arg("-R").arg(&owner).arg(&dir).status().unwrap();
+            assert!(st.success(), "chown {owner} {}", dir.display());
+        }
+        let mut compute = Compute { host, dir, conf, run_as, child: None };
         compute.spawn();
         compute
     }
@@ -97,7 +123,20 @@ impl Compute {
 
     fn spawn(&mut self) {
         let offset = self.log().len();
-        let child = Command::new(env!("CARGO_BIN_EXE_nova-compute"))
+        let binary = env!("CARGO_BIN_EXE_nova-compute");
+        // setpriv and env exec: the service keeps the child's pid (signals
+        // and Kolla's pid-based healthcheck reach it directly).
+        let mut command = match &self.run_as {
+            None => Command::new(binary),
+            Some(r) => {
+                let mut c = Command::new("setpriv");
+                c.args(["--reuid", &r.user, "--regid", &r.user, "--init-groups", "--", "env"])
+                    .arg(format!("HOME={}", r.home.display()))
+                    .arg(binary);
+                c
+            }
+        };
+        let child = command
             .arg("--config-file")
             .arg(&self.conf)
             .stdout(Stdio::null())
