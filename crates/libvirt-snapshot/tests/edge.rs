@@ -72,16 +72,7 @@ fn assert_clean(guest: &Guest, engine: &SnapshotEngine, scratch: &Scratch, state
         0,
         "a domain job is left"
     );
-    assert!(
-        scratch.leftovers().is_empty(),
-        "temp files left: {:?}",
-        scratch.leftovers()
-    );
-    assert!(
-        scratch.journal_records().is_empty(),
-        "journal records left: {:?}",
-        scratch.journal_records()
-    );
+    scratch.assert_clean();
 }
 
 /// O_DIRECT writers rewriting 32 MiB forever (as in stress.rs).

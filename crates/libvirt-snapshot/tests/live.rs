@@ -142,14 +142,5 @@ fn live_backup_and_mirror_quiesce_consistency_and_standalone_images() {
         assert!(String::from_utf8_lossy(&hello).contains("hello from the guest fixture"));
     }
     drop(kept);
-    assert!(
-        scratch.leftovers().is_empty(),
-        "temp files left: {:?}",
-        scratch.leftovers()
-    );
-    assert!(
-        scratch.journal_records().is_empty(),
-        "journal records left: {:?}",
-        scratch.journal_records()
-    );
+    scratch.assert_clean();
 }

@@ -36,16 +36,7 @@ fn assert_untouched(
     );
     let xml = dom.xml_desc(0).unwrap();
     assert!(!xml.contains("<mirror"), "a block job is left");
-    assert!(
-        scratch.leftovers().is_empty(),
-        "temp files left: {:?}",
-        scratch.leftovers()
-    );
-    assert!(
-        scratch.journal_records().is_empty(),
-        "journal records left: {:?}",
-        scratch.journal_records()
-    );
+    scratch.assert_clean();
 }
 
 #[test]

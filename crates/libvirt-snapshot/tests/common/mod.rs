@@ -73,6 +73,17 @@ impl Scratch {
             Err(_) => Vec::new(),
         }
     }
+
+    /// Nothing left behind: no temp files, no journal records.
+    #[track_caller]
+    pub fn assert_clean(&self) {
+        assert!(self.leftovers().is_empty(), "temp files left: {:?}", self.leftovers());
+        assert!(
+            self.journal_records().is_empty(),
+            "journal records left: {:?}",
+            self.journal_records()
+        );
+    }
 }
 
 pub fn boot(prefix: &str) -> Guest {
