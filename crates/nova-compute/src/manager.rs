@@ -126,9 +126,9 @@ impl ComputeManager {
                     Ok::<_, RemoteError>(Value::Null)
                 }
             });
-        Dispatcher::new().endpoint(endpoint).fallback(move |ctx, method, args| {
+        Dispatcher::new().endpoint(endpoint).fallback(move |ctx, unhandled| {
             let m = m5.clone();
-            async move { m.unsupported(Request::from_rpc(ctx), method, args).await }
+            async move { m.unsupported(Request::from_rpc(ctx), unhandled).await }
         })
     }
 

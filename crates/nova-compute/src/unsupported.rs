@@ -7,53 +7,19 @@
 //! saying the operation is not supported here and its task state is reset,
 //! as `reverts_task_state` + `wrap_instance_fault` would do.
 //!
-//! Which methods are calls comes from nova 34's `compute/rpcapi.py`
-//! (`cctxt.call`); the dispatcher does not tell a handler whether the
-//! request expects a reply.
+//! The wire tells a call from a cast (a call carries `_reply_q`), so a
+//! method nova adds later is handled right without a list to keep up.
 
 use std::sync::Arc;
 
 use nova_objects::{ExpectedTaskState, Instance};
-use oslo_messaging::RemoteError;
+use oslo_messaging::{RemoteError, Unhandled};
 use serde_json::{json, Map, Value};
 use tracing::{error, info, warn, Instrument};
 
 use crate::context::Request;
 use crate::exceptions::NovaException;
 use crate::manager::ComputeManager;
-
-/// nova 34 `ComputeAPI` methods sent with `call` (the caller waits for a reply).
-pub const RPC_CALLS: &[&str] = &[
-    "attach_interface",
-    "cache_images",
-    "check_can_live_migrate_destination",
-    "check_can_live_migrate_source",
-    "check_instance_shared_storage",
-    "confirm_snapshot_based_resize_at_source",
-    "drop_move_claim_at_destination",
-    "finish_revert_snapshot_based_resize_at_source",
-    "finish_snapshot_based_resize_at_dest",
-    "get_console_output",
-    "get_diagnostics",
-    "get_host_uptime",
-    "get_instance_diagnostics",
-    "get_mks_console",
-    "get_serial_console",
-    "get_spice_console",
-    "get_vnc_console",
-    "host_maintenance_mode",
-    "host_power_action",
-    "post_live_migration_at_destination",
-    "pre_live_migration",
-    "prep_snapshot_based_resize_at_dest",
-    "prep_snapshot_based_resize_at_source",
-    "remove_volume_connection",
-    "reserve_block_device_name",
-    "revert_snapshot_based_resize_at_dest",
-    "set_admin_password",
-    "set_host_enabled",
-    "validate_console_port",
-];
 
 /// The fault nova-api and operators see for an unsupported cast.
 pub fn not_supported(method: &str, host: &str) -> NovaException {
@@ -68,16 +34,12 @@ pub fn not_supported(method: &str, host: &str) -> NovaException {
 }
 
 impl ComputeManager {
-    pub async fn unsupported(
-        self: &Arc<Self>,
-        req: Request,
-        method: String,
-        args: Map<String, Value>,
-    ) -> Result<Value, RemoteError> {
+    pub async fn unsupported(self: &Arc<Self>, req: Request, unhandled: Unhandled) -> Result<Value, RemoteError> {
+        let Unhandled { method, args, reply_expected } = unhandled;
         let instance = args.get("instance").and_then(|v| Instance::from_primitive(v).ok());
         let uuid = instance.as_ref().map(|i| i.uuid().to_owned()).unwrap_or_default();
         let span = req.span(&method, &uuid);
-        if RPC_CALLS.contains(&method.as_str()) {
+        if reply_expected {
             let _enter = span.enter();
             warn!("RPC call {method} is not supported by this compute service: answering NoSuchMethod");
             return Err(RemoteError::no_such_method(&method));

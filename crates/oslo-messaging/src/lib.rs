@@ -44,7 +44,7 @@ pub use notifier::{Notifier, Priority};
 pub use options::RabbitOptions;
 pub use remote_error::{RemoteError, DISPATCHER_MODULE};
 pub use rpc::client::{RpcClient, DEFAULT_TIMEOUT};
-pub use rpc::dispatcher::{Dispatcher, Endpoint, HandlerFuture, HandlerResult};
+pub use rpc::dispatcher::{Dispatcher, Endpoint, HandlerFuture, HandlerResult, Unhandled};
 pub use rpc::server::{RpcServer, ServerOptions};
 pub use target::{version_is_compatible, Target};
 pub use transport::Transport;

@@ -24,7 +24,19 @@ pub type HandlerResult = Result<Value, RemoteError>;
 /// A boxed handler future.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
 type Handler = Arc<dyn Fn(Context, Map<String, Value>) -> HandlerFuture + Send + Sync>;
-type Fallback = Arc<dyn Fn(Context, String, Map<String, Value>) -> HandlerFuture + Send + Sync>;
+type Fallback = Arc<dyn Fn(Context, Unhandled) -> HandlerFuture + Send + Sync>;
+
+/// A request that no endpoint implements, handed to the fallback.
+#[derive(Debug, Clone)]
+pub struct Unhandled {
+    /// The method name as sent.
+    pub method: String,
+    /// The keyword arguments as sent.
+    pub args: Map<String, Value>,
+    /// The sender waits for a reply (an oslo `call`: the message carries
+    /// `_reply_q`); false for a `cast`, whose result nobody reads.
+    pub reply_expected: bool,
+}
 
 /// A set of methods exposed under one namespace and version (oslo: an
 /// endpoint object with a `target` attribute).
@@ -134,10 +146,10 @@ impl Dispatcher {
     /// implement and clean up after it). Its result is the reply.
     pub fn fallback<F, Fut>(mut self, handler: F) -> Self
     where
-        F: Fn(Context, String, Map<String, Value>) -> Fut + Send + Sync + 'static,
+        F: Fn(Context, Unhandled) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
-        self.fallback = Some(Arc::new(move |ctx, m, args| Box::pin(handler(ctx, m, args))));
+        self.fallback = Some(Arc::new(move |ctx, unhandled| Box::pin(handler(ctx, unhandled))));
         self
     }
 
@@ -155,14 +167,25 @@ impl Dispatcher {
         if found_compatible { Selection::NoSuchMethod } else { Selection::UnsupportedVersion }
     }
 
-    /// Dispatches one request. `version` None means `1.0`, as in oslo.
+    /// Dispatches one request. `version` None means `1.0`, as in oslo;
+    /// `reply_expected` tells a call from a cast (the fallback needs it).
     /// A panicking handler fails the call instead of the server.
-    pub async fn dispatch(&self, ctx: Context, namespace: Option<&str>, version: Option<&str>, method: &str, args: Map<String, Value>) -> HandlerResult {
+    pub async fn dispatch(
+        &self,
+        ctx: Context,
+        namespace: Option<&str>,
+        version: Option<&str>,
+        method: &str,
+        args: Map<String, Value>,
+        reply_expected: bool,
+    ) -> HandlerResult {
         let version = version.unwrap_or("1.0");
         let fut = match self.select(namespace, version, method) {
             Selection::Found(h) => h(ctx, args),
             Selection::NoSuchMethod => match &self.fallback {
-                Some(f) if !method.starts_with('_') => f(ctx, method.to_owned(), args),
+                Some(f) if !method.starts_with('_') => {
+                    f(ctx, Unhandled { method: method.to_owned(), args, reply_expected })
+                }
                 _ => return Err(RemoteError::no_such_method(method)),
             },
             Selection::UnsupportedVersion => return Err(RemoteError::unsupported_version(version, Some(method))),
@@ -198,7 +221,23 @@ mod tests {
     }
 
     async fn run(ns: Option<&str>, v: Option<&str>, m: &str, args: Value) -> HandlerResult {
-        dispatcher().dispatch(Context::new(), ns, v, m, args.as_object().cloned().unwrap_or_default()).await
+        dispatcher().dispatch(Context::new(), ns, v, m, args.as_object().cloned().unwrap_or_default(), true).await
+    }
+
+    #[tokio::test]
+    async fn fallback_learns_call_or_cast_and_never_sees_private_methods() {
+        let d = dispatcher().fallback(|_ctx, u: Unhandled| async move {
+            Ok(json!({"method": u.method, "reply_expected": u.reply_expected, "args": u.args}))
+        });
+        let args = json!({"x": 1}).as_object().cloned().unwrap();
+        let call = d.dispatch(Context::new(), None, Some("6.0"), "reboot", args.clone(), true).await.unwrap();
+        assert_eq!(call, json!({"method": "reboot", "reply_expected": true, "args": {"x": 1}}));
+        let cast = d.dispatch(Context::new(), None, Some("6.0"), "reboot", args.clone(), false).await.unwrap();
+        assert_eq!(cast["reply_expected"], false);
+        let private = d.dispatch(Context::new(), None, Some("6.0"), "_secret", args.clone(), true).await;
+        assert_eq!(private.unwrap_err().class, "NoSuchMethod");
+        let too_new = d.dispatch(Context::new(), None, Some("7.0"), "reboot", args, true).await;
+        assert_eq!(too_new.unwrap_err().class, "UnsupportedVersion");
     }
 
     #[tokio::test]

@@ -231,7 +231,14 @@ async fn process(shared: &Shared, request: Request) {
         let ctx = request.context.clone();
         let result = shared
             .dispatcher
-            .dispatch(ctx, request.namespace.as_deref(), request.version.as_deref(), &request.method, request.args.clone())
+            .dispatch(
+                ctx,
+                request.namespace.as_deref(),
+                request.version.as_deref(),
+                &request.method,
+                request.args.clone(),
+                request.reply_q.is_some(),
+            )
             .await;
         if let Some(h) = heartbeat {
             h.abort();
