@@ -73,9 +73,7 @@ impl GlanceClient {
         })
     }
 
-    /// `GET /v2/images/{id}`. An image Glance still shows in status `deleted` or
-    /// `pending_delete` is `ImageNotFound`: whoever deleted it meant it gone, whether or not the
-    /// caller is an admin who may see deleted images.
+    /// `GET /v2/images/{id}`; a deleted image Glance still shows is `ImageNotFound` ([`not_deleted`]).
     pub async fn get(
         &self,
         ctx: &RequestContext,
@@ -93,14 +91,7 @@ impl GlanceClient {
                 },
             )
             .await?;
-        let image = image_from_response(image_id, response).await?;
-        if image.status.is_deleted() {
-            debug!(image_id, status = %image.status, "image is deleted");
-            return Err(GlanceError::ImageNotFound {
-                image_id: image_id.to_owned(),
-            });
-        }
-        Ok(image)
+        not_deleted(image_id, image_from_response(image_id, response).await?)
     }
 
     /// Glance refuses a change to an image deleted meanwhile with 403 (the admin-visible
@@ -453,6 +444,18 @@ pub(crate) fn join(base: &Url, path: &str) -> Result<Url, GlanceError> {
 /// as configured in `api_servers` or found in the catalog.
 pub(crate) fn server_of(url: &Url) -> String {
     url[..url::Position::BeforePath].to_owned()
+}
+
+/// An image Glance still shows as `deleted`/`pending_delete` (to an admin, or after its own delete
+/// stopped half-way) is `ImageNotFound`: whoever deleted it meant it gone.
+pub(crate) fn not_deleted(image_id: &str, image: ImageMeta) -> Result<ImageMeta, GlanceError> {
+    if image.status.is_deleted() {
+        debug!(image_id, status = %image.status, "image is deleted");
+        return Err(GlanceError::ImageNotFound {
+            image_id: image_id.to_owned(),
+        });
+    }
+    Ok(image)
 }
 
 /// The error for a non-success response, mapped like nova's `_reraise_translated_image_exception`

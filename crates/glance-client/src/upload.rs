@@ -28,8 +28,8 @@ use tokio_util::io::ReaderStream;
 use tracing::{info, warn};
 
 use crate::client::{
-    auth_headers, connection_failed, error_chain, image_from_response, join, server_of,
-    status_error, GlanceClient, RETRY_PAUSE,
+    auth_headers, connection_failed, error_chain, image_from_response, join, not_deleted,
+    server_of, status_error, GlanceClient, RETRY_PAUSE,
 };
 use crate::context::RequestContext;
 use crate::error::GlanceError;
@@ -321,11 +321,6 @@ impl GlanceClient {
                 Ok(image) => match image.status {
                     ImageStatus::Queued => return Ok(None),
                     ImageStatus::Active => return Ok(Some(image)),
-                    status if status.is_deleted() => {
-                        return Err(GlanceError::ImageNotFound {
-                            image_id: image_id.to_owned(),
-                        })
-                    }
                     ImageStatus::Saving => {
                         let since = *saving_since.get_or_insert_with(Instant::now);
                         if since.elapsed() >= STALE_SAVING {
@@ -376,7 +371,7 @@ impl GlanceClient {
         if !response.status().is_success() {
             return Err(status_error(image_id, response).await);
         }
-        image_from_response(image_id, response).await
+        not_deleted(image_id, image_from_response(image_id, response).await?)
     }
 }
 

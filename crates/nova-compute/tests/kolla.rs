@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -49,7 +49,7 @@ fn kolla_up() -> PathBuf {
     stack_dir().join("kolla/healthcheck_port")
 }
 
-fn healthcheck(script: &PathBuf, port: &str) -> bool {
+fn healthcheck(script: &Path, port: &str) -> bool {
     Command::new(script).args(["nova-compute", port]).status().expect("healthcheck_port").success()
 }
 

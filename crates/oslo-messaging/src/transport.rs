@@ -661,11 +661,6 @@ async fn pump(weak: Weak<Inner>, sub: Arc<Subscription>, mut consumer: Consumer,
     if sub.stopped.load(Ordering::SeqCst) {
         return;
     }
-    // `Transport::close()` ends every consumer: nothing to recover.
-    if weak.upgrade().is_none_or(|inner| *inner.shutdown.borrow()) {
-        debug!(queue, "consumer ended: the transport is closing");
-        return;
-    }
     {
         let mut st = sub.state.lock().await;
         if st.epoch != epoch || !st.active {
@@ -693,7 +688,9 @@ async fn resubscribe_loop(weak: Weak<Inner>, sub: Arc<Subscription>, queue: Stri
     let mut attempt = 0u32;
     loop {
         let Some(inner) = weak.upgrade() else { return };
+        // `Transport::close()` ends every consumer: nothing to recover.
         if *inner.shutdown.borrow() {
+            debug!(queue, "consumer ended: the transport is closing");
             return;
         }
         let delay = if attempt == 0 { inner.options().reconnect_delay() } else { inner.options().retry_delay(attempt) };
