@@ -5,10 +5,11 @@
 
 # sasl2-bin (saslpasswd2, sasldblistusers2) and libsasl2-modules (the
 # DIGEST-MD5 plugin): libvirtd's SASL on TCP, as Kolla's default (libvirt.sh).
+# mariadb-server: nova's and Glance's databases (mariadb.sh).
 APT_PACKAGES=(rabbitmq-server e2fsprogs cpio busybox-static qemu-guest-agent
               python3-venv python3-dev build-essential libxml2-dev libxslt1-dev
               libffi-dev libssl-dev pkg-config curl jq openssl
-              sasl2-bin libsasl2-modules)
+              sasl2-bin libsasl2-modules mariadb-server)
 APT_BACKPORTS=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
                qemu-system-x86 libvirt-dev)
 

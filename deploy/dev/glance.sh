@@ -1,16 +1,18 @@
 # Glance (sourced by `stack`): the PyPI release in a venv, served by uWSGI the
-# way Kolla serves it, on a sqlite database with the file store. No Keystone
+# way Kolla serves it, on the stack's MariaDB with the file store. No Keystone
 # (`[paste_deploy] flavor =`): issue-specific tests bring their own Keystone.
 
 GLANCE_DIR="$STACK_DIR/glance"
 GLANCE_VENV="$STACK_DIR/venvs/glance"
 GLANCE_URL="http://127.0.0.1:$GLANCE_PORT"
-GLANCE_PIP="glance==$GLANCE_VERSION uwsgi"
+GLANCE_PIP="glance==$GLANCE_VERSION uwsgi PyMySQL"
 
 # Every instance is the same uWSGI service with its own config, database and
 # store; they differ in port, paste flavor (no auth or keystone) and size cap.
 # The shared one is "api" (port 9292, no auth); keystone.sh adds the others.
 glance_instance_dir() { [[ "$1" == api ]] && echo "$GLANCE_DIR" || echo "$STACK_DIR/glance-$1"; }
+# Its database on the stack's MariaDB (mariadb.sh creates them all).
+glance_instance_db() { [[ "$1" == api ]] && echo glance || echo "glance_$1"; }
 
 glance_instance_running() { curl -fs -o /dev/null "http://127.0.0.1:$1/versions"; }
 
@@ -25,7 +27,7 @@ bind_port = $2
 image_size_cap = $4
 
 [database]
-connection = sqlite:///$dir/glance.sqlite
+connection = $(stack_db_url glance "$(glance_instance_db "$1")")
 
 [glance_store]
 default_backend = local
@@ -71,11 +73,11 @@ glance_instance_up() {  # name, port, flavor, size cap
     local name="$1" port="$2" dir; dir=$(glance_instance_dir "$1")
     venv_up glance "$GLANCE_PIP"
     glance_instance_config "$@"
-    if [[ ! -f "$dir/glance.sqlite.done" ]]; then
+    # Synced once: its database has Glance's tables.
+    if [[ -z "$(stack_sql "$(glance_instance_db "$name")" -e "SHOW TABLES LIKE 'images'")" ]]; then
         say "creating the database of glance-$name"
         logged "glance-$name-manage.log" "$GLANCE_VENV/bin/glance-manage" \
             --config-file "$dir/etc/glance-api.conf" db_sync
-        touch "$dir/glance.sqlite.done"
     fi
     glance_instance_running "$port" && return 0
     say "starting glance-$name (uWSGI) on http://127.0.0.1:$port"

@@ -14,7 +14,7 @@
 # credential of `nova` in $KEYSTONE_DIR/nova-appcred.json; the image service in the catalog
 # pointing at the auth Glance.
 #
-# Extra Glance instances (own config, sqlite, file store, pid and log; the shared one on
+# Extra Glance instances (own config, own MariaDB database, file store, pid and log; the shared one on
 # $GLANCE_PORT is never touched):
 #   glance_auth_up       :9293  `flavor = keystone`, `[keystone_authtoken]` on :5000,
 #                               service tokens required to carry the `service` role

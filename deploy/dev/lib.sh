@@ -1,7 +1,7 @@
 # Shared shell functions for the local real stack (sourced, not executed).
 #
 # Everything the stack creates lives under $STACK_DIR (default: <repo>/.stack,
-# gitignored): venvs, configs, sqlite databases, the guest fixture, pid files
+# gitignored): venvs, configs, the MariaDB data, the guest fixture, pid files
 # and logs. Each step checks whether its work is already done and skips it, so
 # `stack up` is safe to run any number of times.
 

@@ -1,12 +1,12 @@
-# nova-conductor (sourced by `stack`): nova's PyPI release in a venv, on sqlite
-# cell databases, talking to the stack's RabbitMQ. Our nova-compute makes every
+# nova-conductor (sourced by `stack`): nova's PyPI release in a venv, on the
+# stack's MariaDB (api, cell0 and cell1 databases, as Kolla lays them out), talking to the stack's RabbitMQ. Our nova-compute makes every
 # database change through this conductor, as the Python one does.
 
 NOVA_DIR="$STACK_DIR/nova"
 NOVA_VENV="$STACK_DIR/venvs/nova"
 NOVA_CONF="$NOVA_DIR/nova.conf"
 TRANSPORT_URL="rabbit://guest:guest@127.0.0.1:5672/"
-NOVA_PIP="nova==$NOVA_VERSION"
+NOVA_PIP="nova==$NOVA_VERSION PyMySQL"
 
 nova_config() {
     mkdir -p "$NOVA_DIR/state" "$NOVA_DIR/locks"
@@ -18,14 +18,15 @@ host = stack-control
 debug = False
 
 [api_database]
-connection = sqlite:///$NOVA_DIR/nova_api.sqlite
+connection = $(stack_db_url nova nova_api)
 
 [database]
-connection = sqlite:///$NOVA_DIR/nova.sqlite
+connection = $(stack_db_url nova nova)
 
 [conductor]
-# sqlite allows one writer: one worker keeps the conductor honest.
-workers = 1
+# Kolla's default (one per core, here 2): our service must not depend on
+# which conductor process answers.
+workers = 2
 
 [placement]
 auth_type = none
@@ -42,33 +43,29 @@ driver = messagingv2
 CONF
 }
 
-# sqlite stands in for nova's MySQL here. In its default rollback-journal mode
-# a reader (nova_peer polling the instance) makes the conductor's concurrent
-# write fail at once with "database is locked"; write-ahead logging lets
-# readers and the one writer proceed together, as they do on MySQL. The mode
-# is stored in the database file, so setting it once is enough.
-nova_sqlite_wal() {
-    local db
-    for db in nova_api nova nova_cell0; do
-        "$NOVA_VENV/bin/python" -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute("PRAGMA journal_mode=WAL")' \
-            "$NOVA_DIR/$db.sqlite" >/dev/null 2>&1 \
-            || say "warning: $db.sqlite stays in rollback-journal mode (busy); tests may see 'database is locked'"
-    done
-}
-
 nova_manage() { "$NOVA_VENV/bin/nova-manage" --config-file "$NOVA_CONF" "$@"; }
 
+# The cell mappings in nova_api hold the cells' database URLs: the stamp
+# records the URL they were made with, and a different one (another database
+# server or port) starts nova's databases afresh rather than leave mappings
+# pointing at a server that is gone.
 nova_databases() {
-    [[ -f "$NOVA_DIR/databases.done" ]] && return 0
+    local stamp="$NOVA_DIR/databases.done" url; url=$(stack_db_url nova nova)
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$url" ]] &&
+        [[ -n "$(stack_sql nova_api -e "SHOW TABLES LIKE 'cell_mappings'")" ]]; then
+        return 0
+    fi
     say "creating nova's databases (api, cell0, cell1)"
+    local db
+    for db in nova_api nova nova_cell0; do
+        stack_sql -e "DROP DATABASE IF EXISTS $db; CREATE DATABASE $db"
+    done
     logged nova-manage.log nova_manage api_db sync
     logged nova-manage.log nova_manage cell_v2 map_cell0 \
-        --database_connection "sqlite:///$NOVA_DIR/nova_cell0.sqlite"
+        --database_connection "$(stack_db_url nova nova_cell0)"
     logged nova-manage.log nova_manage db sync
-    if ! nova_manage cell_v2 list_cells 2>/dev/null | grep -q ' cell1 '; then
-        logged nova-manage.log nova_manage cell_v2 create_cell --name cell1
-    fi
-    touch "$NOVA_DIR/databases.done"
+    logged nova-manage.log nova_manage cell_v2 create_cell --name cell1
+    printf '%s' "$url" >"$stamp"
 }
 
 # The conductor is ready when it consumes from its topic queue.
@@ -81,7 +78,6 @@ nova_up() {
     venv_up nova "$NOVA_PIP"
     nova_config
     nova_databases
-    nova_sqlite_wal
     nova_conductor_running && return 0
     pid_alive nova-conductor && kill "$(cat "$RUN_DIR/nova-conductor.pid")" && sleep 1
     say "starting nova-conductor"

@@ -1,5 +1,6 @@
 //! End-to-end tests against the real stack that `deploy/dev/stack up` starts:
-//! RabbitMQ, libvirtd + QEMU with the guest fixture, Glance, nova-conductor.
+//! RabbitMQ, MariaDB, libvirtd + QEMU with the guest fixture, Glance,
+//! nova-conductor.
 //!
 //! This library holds what the tests share: where the stack lives and how to
 //! reach its parts. The tests themselves are in `tests/tests/`.
@@ -28,9 +29,11 @@
 //! built by `deploy/dev/guest.sh`; see `docs/guest-fixture.md`.
 
 mod guest;
+mod peers;
 mod stack;
 
 pub use guest::{Error, ExecOutput, Guest, GuestOptions};
+pub use peers::{nova_peer, stack_sql};
 pub use stack::{
     libvirt_auth_file, libvirt_pki_dir, libvirt_tcp_uri_with_authfile, libvirt_tls_uri, libvirt_up,
     libvirtd_pid, qemu_img_info, repo_dir, require, stack_dir, Component, LIBVIRT_TCP_URI,

@@ -606,7 +606,8 @@ async fn add_location_needs_the_service_role() {
     with_service.delete(&ctx, &id).await.unwrap();
 }
 
-/// Glance's delete stopped half-way (its "database is locked" on sqlite): the image row says
+/// Glance's delete stopped half-way (the database failed between its two writes, as sqlite's
+/// "database is locked" made it on an earlier stack): the image row says
 /// `deleted` but is not marked deleted, so the no-auth (admin) Glance still shows it and answers
 /// 403 to any PATCH. Seen from a snapshot this is an image its owner deleted: `ImageNotFound`
 /// from get, update and upload alike, and no data sent.
@@ -662,17 +663,5 @@ fn glance_delete_half_way(id: &str) {
 
 /// One statement on the shared Glance's database that must change exactly one row.
 fn glance_sql(statement: &str) {
-    let db = stack_tests::stack_dir().join("glance/glance.sqlite");
-    let script = "import sqlite3, sys\n\
-                  c = sqlite3.connect(sys.argv[1], timeout=30)\n\
-                  n = c.execute(sys.argv[2]).rowcount\n\
-                  c.commit()\n\
-                  sys.exit(0 if n == 1 else 1)";
-    let status = std::process::Command::new("python3")
-        .args(["-c", script])
-        .arg(&db)
-        .arg(statement)
-        .status()
-        .expect("python3");
-    assert!(status.success(), "{statement} on {}", db.display());
+    assert_eq!(stack_tests::stack_sql("glance", statement), 1, "{statement}");
 }

@@ -124,11 +124,6 @@ async fn start_proxy(pki: &Pki) -> (String, Arc<ProxyStats>) {
     (format!("https://127.0.0.1:{port}"), stats)
 }
 
-/// The shared Glance keeps its database in sqlite: concurrent writes from this file's tests made
-/// it answer 500 "database is locked" (a DELETE then half done), which is not what these tests
-/// are about. The tests that write to Glance take turns.
-static GLANCE_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 fn options(server: &str, cafile: Option<&Path>, insecure: bool) -> GlanceOptions {
     GlanceOptions {
         api_servers: vec![server.to_owned()],
@@ -185,7 +180,6 @@ async fn image_round_trip_through(glance: &GlanceClient, name: &str) {
 async fn cafile_trusts_the_glance_ca() {
     init_tracing();
     require_shared_glance();
-    let _turn = GLANCE_TURN.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let pki = make_pki(dir.path());
     let (server, stats) = start_proxy(&pki).await;
@@ -212,7 +206,6 @@ async fn cafile_trusts_the_glance_ca() {
 async fn unknown_ca_is_a_clear_connection_error_without_a_retry_storm() {
     init_tracing();
     require_shared_glance();
-    let _turn = GLANCE_TURN.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let pki = make_pki(dir.path());
     let (server, stats) = start_proxy(&pki).await;
@@ -276,7 +269,6 @@ async fn unknown_ca_is_a_clear_connection_error_without_a_retry_storm() {
 async fn insecure_skips_verification() {
     init_tracing();
     require_shared_glance();
-    let _turn = GLANCE_TURN.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let pki = make_pki(dir.path());
     let (server, stats) = start_proxy(&pki).await;

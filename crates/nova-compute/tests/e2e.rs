@@ -3,9 +3,9 @@
 //! reports through the real nova-conductor; we assert on nova's database,
 //! Glance and the image contents. Needs `deploy/dev/stack up`.
 //!
-//! The stack's nova cell database is sqlite: concurrent tests make the
-//! conductor answer "database is locked", so the harness runs these one at a
-//! time (`common::stack()` holds the turn).
+//! Each test boots its own TCG guest and runs a service against it; the
+//! harness runs them one at a time (`common::stack()` holds the turn) so a
+//! 2-core machine is not asked to emulate several guests at once.
 
 mod common;
 
@@ -191,7 +191,7 @@ fn quiesce_unsupported_and_restart() {
     assert!(started.elapsed() < Duration::from_secs(20), "NoSuchMethod took {:?}", started.elapsed());
 
     // An unsupported cast after nova-api set a task state: fault + reset.
-    peer(&["set-task-state", "--uuid", &uuid, "--task-state", "rebooting"]);
+    peer_ok(&["set-task-state", "--uuid", &uuid, "--task-state", "rebooting"]);
     peer(&["rpc", "--uuid", &uuid, "--method", "reboot_instance", "--kwargs",
            "{\"block_device_info\": null, \"reboot_type\": \"SOFT\"}"]);
     let report = wait_task_state_none(&uuid, Duration::from_secs(60));

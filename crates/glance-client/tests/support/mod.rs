@@ -39,7 +39,7 @@ pub fn stack(functions: &str) -> Result<String, String> {
     static SERIAL: Mutex<()> = Mutex::new(());
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let script = format!(
-        "source deploy/dev/lib.sh; source deploy/dev/venv.sh; source deploy/dev/glance.sh; source deploy/dev/keystone.sh; {functions}"
+        "source deploy/dev/lib.sh; source deploy/dev/venv.sh; source deploy/dev/mariadb.sh; source deploy/dev/glance.sh; source deploy/dev/keystone.sh; {functions}"
     );
     let out = Command::new("bash")
         .arg("-c")

@@ -5,8 +5,6 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,13 +13,6 @@ use oslo_messaging::{RabbitOptions, Transport, TransportUrl};
 use serde_json::Value;
 
 pub const TRANSPORT_URL: &str = "rabbit://guest:guest@127.0.0.1:5672/";
-
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 /// A host name no other test uses.
 pub fn unique_host() -> String {
@@ -59,34 +50,11 @@ pub async fn conductor() -> (Transport, Arc<ConductorApi<OsloConductorTransport>
     (transport, api)
 }
 
-/// Runs nova_peer.py (nova's own code) and returns its JSON answer.
+/// Runs nova_peer.py (nova's own code) and returns its JSON answer; nova
+/// refusing is a failed test (every use here sets up a premise).
+#[track_caller]
 pub fn peer(args: &[&str]) -> Value {
-    let root = repo_root();
-    let stack = stack_tests::stack_dir();
-    let python = stack.join("venvs/nova/bin/python");
-    let conf = stack.join("nova/nova.conf");
-    assert!(
-        python.exists() && conf.exists(),
-        "nova venv or nova.conf missing: run deploy/dev/stack up"
-    );
-    let out = Command::new(&python)
-        .arg(root.join("deploy/dev/nova_peer.py"))
-        .arg("--config-file")
-        .arg(&conf)
-        .args(args)
-        .output()
-        .expect("cannot run nova_peer.py");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|_| {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
-        panic!(
-            "nova_peer {args:?} failed ({}): {stdout}\n{}",
-            out.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        )
-    })
+    stack_tests::nova_peer(args).unwrap_or_else(|refusal| panic!("nova_peer {args:?}: {refusal}"))
 }
 
 /// `create-instance` on `host`; returns the instance uuid.
