@@ -1,6 +1,7 @@
 //! End to end, failure paths (issue #7), through real nova 34: Glance going
 //! away mid-upload (for good, and coming back within `[glance] num_retries`),
-//! the instance deleted mid-snapshot, and the notifications on the wire.
+//! the instance deleted mid-snapshot, the service SIGKILLed mid-upload and
+//! restarted, and the notifications on the wire.
 //!
 //! Glance is reached through an in-process proxy (`common::GlanceProxy`) in
 //! front of the shared Glance: the shared Glance itself is never stopped; the
@@ -352,4 +353,67 @@ fn snapshot_notifications_on_the_wire() {
     let ends = info.iter().filter(|m| m["event_type"] == "compute.instance.snapshot.end").count();
     assert_eq!((starts, ends), (2, 1), "{info:?}");
     assert_guest_intact(&guest);
+}
+
+/// SIGKILL in the middle of an upload (the OOM killer, `docker kill`), then
+/// a restart on the same host and state directory. Nothing ran on the way
+/// out, so the kill leaves the instance in `image_uploading`, the reserved
+/// image unfinished and the snapshot's temp file on disk; start-up recovery
+/// must reset the task state (nova's `_init_instance`), delete the
+/// unfinished image (nova leaves it `queued` for good) and the temp file,
+/// and the guest must be running, thawed and still defined.
+#[test]
+fn sigkill_mid_upload_then_restart() {
+    let _lock = stack();
+    let guest = Guest::boot("e2e-kill").expect("boot guest");
+    let uuid = guest.uuid().to_string();
+    let cleanup = Cleanup::default();
+    let proxy = GlanceProxy::start("127.0.0.1:9292");
+    let mut compute = Compute::start(&glance_conf(&proxy, 1));
+    cleanup.instance(&uuid);
+    create_instance(&uuid, &compute.host, &["hw_qemu_guest_agent=yes"]);
+    guest.sh("echo before-kill > /data/kill.txt && sync").unwrap();
+
+    proxy.state.put_rate.store(MIB / 2, Ordering::SeqCst);
+    let image = image_id(&peer(&["snapshot", "--uuid", &uuid, "--name", "e2e-killed"]));
+    cleanup.image(&image);
+    wait_until(Duration::from_secs(60), "the upload is under way", || {
+        proxy.state.put_bytes.load(Ordering::SeqCst) > MIB
+    });
+    compute.kill();
+
+    // What the kill left: the premise of the recovery below.
+    let report = show(&uuid);
+    assert_eq!(report["task_state"], "image_uploading", "{report}");
+    assert!(!snapshot_leftovers(&compute).is_empty(), "the snapshot's temp file was left behind");
+    proxy.state.put_rate.store(0, Ordering::SeqCst);
+    wait_until(Duration::from_secs(30), "Glance saw the upload end", || {
+        glance_image(&image).is_some_and(|i| i["status"] == "queued")
+    });
+
+    compute.restart();
+    let log = compute.log();
+    assert!(
+        log.contains("Instance found in task state image_uploading at start-up: resetting it"),
+        "recovery logged the reset"
+    );
+    assert!(log.contains("1 instances reset, 1 images deleted"), "recovery summary");
+    let report = show(&uuid);
+    assert_eq!(report["task_state"], Value::Null, "{report}");
+    assert_eq!(report["vm_state"], "active", "{report}");
+    assert!(report["faults"].as_array().unwrap().is_empty(), "no fault, as nova's _init_instance: {report}");
+    assert!(glance_image(&image).is_none(), "the unfinished image is deleted");
+    assert!(snapshot_leftovers(&compute).is_empty(), "temp files left: {:?}", snapshot_leftovers(&compute));
+    assert_guest_intact(&guest);
+
+    // The restarted service snapshots the same guest as if nothing happened.
+    let image = image_id(&peer(&["snapshot", "--uuid", &uuid, "--name", "e2e-after-kill"]));
+    cleanup.image(&image);
+    let report = wait_task_state_none(&uuid, Duration::from_secs(120));
+    assert!(report["faults"].as_array().unwrap().is_empty(), "{report}");
+    let img = glance_image(&image).expect("the new snapshot");
+    assert_eq!(img["status"], "active", "{img}");
+    let work = tempfile::tempdir().unwrap();
+    let (_, content) = file_in_image(&image, "/kill.txt", work.path());
+    assert_eq!(content, "before-kill\n");
 }
