@@ -64,8 +64,11 @@ pub(crate) struct Incoming {
 
 /// Where a message is published.
 pub(crate) enum Destination {
-    /// A topic exchange and routing key (casts, calls).
-    Topic { exchange: ExchangeSpec, routing_key: String },
+    /// A topic exchange and routing key. `mandatory` for calls only: the
+    /// receiver cannot tell, and a call the broker could not route (no
+    /// server's queue bound yet, e.g. while the servers re-declare after a
+    /// broker restart) comes back instead of waiting out its timeout.
+    Topic { exchange: ExchangeSpec, routing_key: String, mandatory: bool },
     /// A `<topic>_fanout` exchange.
     Fanout { exchange: ExchangeSpec },
     /// A notification: its default queue is declared first, like oslo.
@@ -467,9 +470,9 @@ impl Session {
 
     async fn publish(&self, dest: &Destination, out: &Outgoing) -> Result<(), Error> {
         let (exchange, routing_key, mandatory) = match dest {
-            Destination::Topic { exchange, routing_key } => {
+            Destination::Topic { exchange, routing_key, mandatory } => {
                 self.ensure_exchange(exchange).await?;
-                (exchange.name.as_str(), routing_key.as_str(), false)
+                (exchange.name.as_str(), routing_key.as_str(), *mandatory)
             }
             Destination::Fanout { exchange } => {
                 self.ensure_exchange(exchange).await?;

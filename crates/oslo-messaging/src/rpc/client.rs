@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::codec::{self, new_id, Reply, Request};
+use crate::codec::{self, new_id, Outgoing, Reply, Request};
 use crate::context::Context;
 use crate::error::Error;
 use crate::remote_error::RemoteError;
@@ -85,8 +85,37 @@ impl RpcClient {
         let mut replies = waiter.listen(&msg_id);
         let _unlisten = Unlisten { waiter: &waiter, msg_id: &msg_id };
         debug!(method, msg_id, routing_key = %self.target.routing_key(), "CALL");
-        inner.publish(&self.destination(), &out, deadline).await?;
+        self.publish_call(&out, &msg_id, deadline).await?;
         self.wait_reply(&mut replies, &msg_id, deadline).await
+    }
+
+    /// Publishes a call `mandatory`: while no server's queue is bound to its
+    /// routing key the broker returns it (never delivered, so sending it again
+    /// is safe), and it is sent again until one is or the call times out.
+    /// oslo publishes calls without `mandatory` and waits out the timeout for
+    /// a reply that cannot come; the outcome at the deadline is the same
+    /// `Timeout`, but a server that comes back in time gets the call.
+    async fn publish_call(&self, out: &Outgoing, msg_id: &str, deadline: Instant) -> Result<(), Error> {
+        let inner = &self.transport.inner;
+        let mut dest = self.destination();
+        if let Destination::Topic { mandatory, .. } = &mut dest {
+            *mandatory = true;
+        }
+        let mut pause = UNROUTED_CALL_FIRST_PAUSE;
+        loop {
+            match inner.publish(&dest, out, deadline).await {
+                Err(Error::Undeliverable { reason, routing_key, .. }) if is_no_route(&reason) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Error::Timeout { msg_id: msg_id.to_owned() });
+                    }
+                    debug!(msg_id, routing_key, "no server consumes this topic yet; sending the call again");
+                    tokio::time::sleep(pause.min(left)).await;
+                    pause = (pause * 2).min(UNROUTED_CALL_MAX_PAUSE);
+                }
+                other => return other,
+            }
+        }
     }
 
     /// A call whose result is deserialized into `R`.
@@ -147,12 +176,21 @@ impl RpcClient {
             return Destination::Fanout { exchange: topology::fanout_exchange(o, &self.target.topic) };
         }
         let exchange = self.target.exchange.as_deref().unwrap_or(self.transport.control_exchange());
-        Destination::Topic { exchange: topology::topic_exchange(o, exchange), routing_key: self.target.routing_key() }
+        Destination::Topic { exchange: topology::topic_exchange(o, exchange), routing_key: self.target.routing_key(), mandatory: false }
     }
 
     fn compression(&self) -> Option<&str> {
         self.transport.options().kombu_compression.as_deref().filter(|c| !c.is_empty())
     }
+}
+
+const UNROUTED_CALL_FIRST_PAUSE: Duration = Duration::from_millis(250);
+const UNROUTED_CALL_MAX_PAUSE: Duration = Duration::from_secs(2);
+
+/// The broker's `basic.return` for a message no queue was bound to receive
+/// (`312 NO_ROUTE`), as opposed to a refusal or a nack.
+fn is_no_route(reason: &str) -> bool {
+    reason.starts_with("312")
 }
 
 /// Whole seconds as a JSON integer (what Python callers send), else a float.
