@@ -417,3 +417,63 @@ fn sigkill_mid_upload_then_restart() {
     let (_, content) = file_in_image(&image, "/kill.txt", work.path());
     assert_eq!(content, "before-kill\n");
 }
+
+/// RabbitMQ goes away in the middle of an upload (`rabbitmqctl stop_app`,
+/// as a broker restart or a Kolla rabbitmq container restart) and comes back
+/// a few seconds later. The upload does not need the broker; the final task
+/// state save and the action event do, and our service as well as the real
+/// nova-conductor reconnect by themselves: the snapshot completes, no fault,
+/// no task state left behind, and the service serves the next snapshot.
+#[test]
+fn broker_restart_mid_upload() {
+    let _lock = stack_owning_broker();
+    let guest = Guest::boot("e2e-broker").expect("boot guest");
+    let uuid = guest.uuid().to_string();
+    let cleanup = Cleanup::default();
+    let proxy = GlanceProxy::start("127.0.0.1:9292");
+    let compute = Compute::start(&format!(
+        "{}\n[oslo_messaging_rabbit]\nrabbit_retry_interval = 1\nrabbit_retry_backoff = 1\nrabbit_interval_max = 2\n",
+        glance_conf(&proxy, 1)
+    ));
+    cleanup.instance(&uuid);
+    create_instance(&uuid, &compute.host, &["hw_qemu_guest_agent=yes"]);
+    guest.sh("echo across-the-outage > /data/broker.txt").unwrap();
+
+    proxy.state.put_rate.store(MIB / 2, Ordering::SeqCst);
+    let image = image_id(&peer(&["snapshot", "--uuid", &uuid, "--name", "e2e-broker-restart"]));
+    cleanup.image(&image);
+    wait_until(Duration::from_secs(60), "the upload is under way", || {
+        proxy.state.put_bytes.load(Ordering::SeqCst) > MIB
+    });
+    let offset = compute.log().len();
+    {
+        let _back = BrokerBack;
+        rabbitmqctl(&["stop_app"]);
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    proxy.state.put_rate.store(0, Ordering::SeqCst);
+
+    let report = wait_task_state_none(&uuid, Duration::from_secs(240));
+    assert!(report["faults"].as_array().unwrap().is_empty(), "no fault: {report}");
+    assert_eq!(event_results(&report, "compute_snapshot_instance"), vec!["Success"], "{report}");
+    let img = glance_image(&image).expect("the snapshot is kept");
+    assert_eq!(img["status"], "active", "{img}");
+    let work = tempfile::tempdir().unwrap();
+    let (_, content) = file_in_image(&image, "/broker.txt", work.path());
+    assert_eq!(content, "across-the-outage\n");
+    let states = saved_task_states(&compute.log(), &uuid);
+    let last = states.last().map(|(state, expected)| (state.as_str(), expected.as_str()));
+    assert_eq!(last, Some(("None", "Is(Some(ImageUploading))")), "{states:?}");
+    let log = compute.log()[offset..].to_owned();
+    assert!(log.contains("connection to the AMQP server was lost"), "the service saw the broker go: {log}");
+    assert!(log.contains("reconnected to AMQP server"), "and reconnected by itself: {log}");
+    assert!(snapshot_leftovers(&compute).is_empty(), "temp files left: {:?}", snapshot_leftovers(&compute));
+    assert_guest_intact(&guest);
+
+    // Still consuming from compute.<host> after the restart.
+    let image = image_id(&peer(&["snapshot", "--uuid", &uuid, "--name", "e2e-after-broker"]));
+    cleanup.image(&image);
+    let report = wait_task_state_none(&uuid, Duration::from_secs(120));
+    assert!(report["faults"].as_array().unwrap().is_empty(), "{report}");
+    assert_eq!(glance_image(&image).expect("second snapshot")["status"], "active");
+}

@@ -31,14 +31,41 @@ pub struct StackTurn {
 
 /// Fails (never skips) without the stack; holds the turn for the test.
 pub fn stack() -> StackTurn {
+    stack_with_broker(rustix::fs::FlockOperation::LockShared)
+}
+
+/// `stack()` for a test that stops the broker: the broker lock is taken
+/// exclusively, so no test of another binary or checkout is using RabbitMQ.
+pub fn stack_owning_broker() -> StackTurn {
+    stack_with_broker(rustix::fs::FlockOperation::LockExclusive)
+}
+
+fn stack_with_broker(lock: rustix::fs::FlockOperation) -> StackTurn {
     // A test that failed while holding the turn poisons it; the next may still run.
     let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     require(&[Component::Libvirt, Component::GuestFixture, Component::RabbitMq, Component::Glance]);
     let nova_conf = stack_dir().join("nova/nova.conf");
     assert!(nova_conf.is_file(), "nova-conductor is not configured ({}): run deploy/dev/stack up", nova_conf.display());
     let broker = File::create("/tmp/openstack-rs-rabbitmq.lock").expect("broker lock file");
-    rustix::fs::flock(&broker, rustix::fs::FlockOperation::LockShared).expect("shared broker lock");
+    rustix::fs::flock(&broker, lock).expect("broker lock");
     StackTurn { _serial: serial, _broker: broker }
+}
+
+/// `rabbitmqctl` on the stack's broker; its stdout.
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let out = Command::new("rabbitmqctl").args(args).output().expect("run rabbitmqctl");
+    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Starts the broker's application again however the test ends.
+pub struct BrokerBack;
+
+impl Drop for BrokerBack {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").arg("start_app").status();
+        let _ = Command::new("rabbitmqctl").arg("await_startup").status();
+    }
 }
 
 /// Our service, stopped (SIGTERM) on drop.
