@@ -105,6 +105,13 @@ nova_status() {
 # nova's own API and object code as a command-line peer (see nova_peer.py):
 #   nova_peer create-instance --host H --uuid U ...; nova_peer snapshot --uuid U --name N
 nova_peer() {
-    "$NOVA_VENV/bin/python" "$REPO_DIR/deploy/dev/nova_peer.py" --config-file "$NOVA_CONF" "$@" \
-        2>>"$LOG_DIR/nova-peer.log"
+    local out rc=0
+    out=$("$NOVA_VENV/bin/python" "$REPO_DIR/deploy/dev/nova_peer.py" --config-file "$NOVA_CONF" "$@" \
+        2>>"$LOG_DIR/nova-peer.log") || rc=$?
+    if (( rc != 0 )); then
+        # nova's refusal is the JSON on stdout; the traceback is in the log.
+        printf '[stack] nova_peer %s failed (exit %d): %s (log: %s)\n' "$1" "$rc" "$out" "$LOG_DIR/nova-peer.log" >&2
+        return "$rc"
+    fi
+    printf '%s\n' "$out"
 }
