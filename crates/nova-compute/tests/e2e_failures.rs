@@ -355,6 +355,19 @@ fn snapshot_notifications_on_the_wire() {
     assert_guest_intact(&guest);
 }
 
+/// Starts a snapshot through nova's API with its upload throttled to 512 KiB/s and returns the
+/// reserved image once more than 1 MiB of it has reached Glance.
+fn snapshot_uploading(uuid: &str, name: &str, proxy: &GlanceProxy, cleanup: &Cleanup) -> String {
+    proxy.state.put_rate.store(MIB / 2, Ordering::SeqCst);
+    let before = proxy.state.put_bytes.load(Ordering::SeqCst);
+    let image = image_id(&peer(&["snapshot", "--uuid", uuid, "--name", name]));
+    cleanup.image(&image);
+    wait_until(Duration::from_secs(60), "the upload is under way", || {
+        proxy.state.put_bytes.load(Ordering::SeqCst) > before + MIB
+    });
+    image
+}
+
 /// SIGKILL in the middle of an upload (the OOM killer, `docker kill`), then
 /// a restart on the same host and state directory. Nothing ran on the way
 /// out, so the kill leaves the instance in `image_uploading`, the reserved
@@ -374,12 +387,7 @@ fn sigkill_mid_upload_then_restart() {
     create_instance(&uuid, &compute.host, &["hw_qemu_guest_agent=yes"]);
     guest.sh("echo before-kill > /data/kill.txt && sync").unwrap();
 
-    proxy.state.put_rate.store(MIB / 2, Ordering::SeqCst);
-    let image = image_id(&peer(&["snapshot", "--uuid", &uuid, "--name", "e2e-killed"]));
-    cleanup.image(&image);
-    wait_until(Duration::from_secs(60), "the upload is under way", || {
-        proxy.state.put_bytes.load(Ordering::SeqCst) > MIB
-    });
+    let image = snapshot_uploading(&uuid, "e2e-killed", &proxy, &cleanup);
     compute.kill();
 
     // What the kill left: the premise of the recovery below.
@@ -439,12 +447,7 @@ fn broker_restart_mid_upload() {
     create_instance(&uuid, &compute.host, &["hw_qemu_guest_agent=yes"]);
     guest.sh("echo across-the-outage > /data/broker.txt").unwrap();
 
-    proxy.state.put_rate.store(MIB / 2, Ordering::SeqCst);
-    let image = image_id(&peer(&["snapshot", "--uuid", &uuid, "--name", "e2e-broker-restart"]));
-    cleanup.image(&image);
-    wait_until(Duration::from_secs(60), "the upload is under way", || {
-        proxy.state.put_bytes.load(Ordering::SeqCst) > MIB
-    });
+    let image = snapshot_uploading(&uuid, "e2e-broker-restart", &proxy, &cleanup);
     let offset = compute.log().len();
     {
         let _back = BrokerBack;
