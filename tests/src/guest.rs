@@ -40,27 +40,14 @@ pub enum Error {
     /// libvirt or the agent refused a command: no agent channel, agent not
     /// connected (yet), or the command failed inside the guest.
     #[error("guest {guest}: agent command {command} failed: {message}")]
-    Agent {
-        guest: String,
-        command: String,
-        message: String,
-    },
+    Agent { guest: String, command: String, message: String },
     /// The agent answered, but not in the shape its QAPI schema promises.
     #[error("guest {guest}: unexpected reply to {command}: {reply}")]
-    Protocol {
-        guest: String,
-        command: String,
-        reply: String,
-    },
+    Protocol { guest: String, command: String, reply: String },
     /// A bounded wait ran out; `context` holds what explains it (for a boot,
     /// the console tail).
     #[error("guest {guest}: {what} after {after:.1?}{context}")]
-    Timeout {
-        guest: String,
-        what: String,
-        after: Duration,
-        context: String,
-    },
+    Timeout { guest: String, what: String, after: Duration, context: String },
     /// The guest did not do what was asked, e.g. a command of [`Guest::sh`]
     /// exited non-zero.
     #[error("guest {guest}: {message}")]
@@ -83,11 +70,7 @@ pub struct GuestOptions {
 impl GuestOptions {
     pub fn new(prefix: &str) -> Self {
         let keep = std::env::var("STACK_KEEP_GUESTS").is_ok_and(|v| v == "1");
-        GuestOptions {
-            prefix: prefix.to_owned(),
-            agent: true,
-            keep,
-        }
+        GuestOptions { prefix: prefix.to_owned(), agent: true, keep }
     }
 
     /// Define the guest (not started).
@@ -179,19 +162,9 @@ impl Guest {
                 return Err(e.into());
             }
         };
-        let mut guest = Guest {
-            name,
-            uuid: uuid::Uuid::nil(),
-            dir,
-            agent: opts.agent,
-            keep: opts.keep,
-            domain,
-            conn,
-        };
+        let mut guest = Guest { name, uuid: uuid::Uuid::nil(), dir, agent: opts.agent, keep: opts.keep, domain, conn };
         let uuid = guest.domain.uuid_string()?;
-        guest.uuid = uuid
-            .parse()
-            .map_err(|e| guest.err(format!("libvirt uuid {uuid:?}: {e}")))?;
+        guest.uuid = uuid.parse().map_err(|e| guest.err(format!("libvirt uuid {uuid:?}: {e}")))?;
         Ok(guest)
     }
 
@@ -244,9 +217,7 @@ impl Guest {
 
     /// The serial console so far (kernel log, `guest-init:` lines).
     pub fn console_log(&self) -> String {
-        std::fs::read(self.console_log_path())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        std::fs::read(self.console_log_path()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     /// Start the domain (`virDomainCreate`); returns before the guest is up.
@@ -272,26 +243,18 @@ impl Guest {
         }
         let start = Instant::now();
         loop {
-            let last_error =
-                match self
-                    .domain
-                    .qemu_agent_command(r#"{"execute":"guest-ping"}"#, 2, 0)
-                {
-                    Ok(_) => return Ok(start.elapsed()),
-                    Err(e) => e.message().to_owned(),
-                };
+            let last_error = match self.domain.qemu_agent_command(r#"{"execute":"guest-ping"}"#, 2, 0) {
+                Ok(_) => return Ok(start.elapsed()),
+                Err(e) => e.message().to_owned(),
+            };
             // A guest that died (kernel panic, on_crash=destroy) never answers:
             // say so now instead of after the whole timeout.
             let dead = !self.domain.is_active()?;
             if dead || start.elapsed() >= timeout {
                 return Err(Error::Timeout {
                     guest: self.name.clone(),
-                    what: if dead {
-                        "the domain stopped running while booting"
-                    } else {
-                        "no answer to guest-ping"
-                    }
-                    .to_owned(),
+                    what: if dead { "the domain stopped running while booting" } else { "no answer to guest-ping" }
+                        .to_owned(),
                     after: start.elapsed(),
                     context: format!(
                         "; last agent error: {last_error}\n--- console ({}) ---\n{}",
@@ -312,16 +275,10 @@ impl Guest {
         if let Some(args) = arguments {
             cmd["arguments"] = args;
         }
-        let reply = self
-            .domain
-            .qemu_agent_command(&cmd.to_string(), AGENT_COMMAND_TIMEOUT_SECS, 0)
-            .map_err(|e| Error::Agent {
-                guest: self.name.clone(),
-                command: execute.to_owned(),
-                message: e.message().to_owned(),
-            })?;
-        let mut value: Value =
-            serde_json::from_str(&reply).map_err(|_| self.protocol(execute, &reply))?;
+        let reply = self.domain.qemu_agent_command(&cmd.to_string(), AGENT_COMMAND_TIMEOUT_SECS, 0).map_err(|e| {
+            Error::Agent { guest: self.name.clone(), command: execute.to_owned(), message: e.message().to_owned() }
+        })?;
+        let mut value: Value = serde_json::from_str(&reply).map_err(|_| self.protocol(execute, &reply))?;
         match value.get_mut("return") {
             Some(ret) => Ok(ret.take()),
             None => Err(self.protocol(execute, &reply)),
@@ -339,9 +296,7 @@ impl Guest {
             "guest-exec",
             Some(json!({ "path": "/bin/sh", "arg": ["-c", script], "capture-output": true })),
         )?;
-        let pid = started["pid"]
-            .as_i64()
-            .ok_or_else(|| self.protocol("guest-exec", &started.to_string()))?;
+        let pid = started["pid"].as_i64().ok_or_else(|| self.protocol("guest-exec", &started.to_string()))?;
         let start = Instant::now();
         loop {
             let status = self.agent_command("guest-exec-status", Some(json!({ "pid": pid })))?;
@@ -349,9 +304,9 @@ impl Guest {
                 let decode = |field: &str| -> Result<Vec<u8>, Error> {
                     match status[field].as_str() {
                         None => Ok(Vec::new()),
-                        Some(b64) => BASE64
-                            .decode(b64)
-                            .map_err(|_| self.protocol("guest-exec-status", &status.to_string())),
+                        Some(b64) => {
+                            BASE64.decode(b64).map_err(|_| self.protocol("guest-exec-status", &status.to_string()))
+                        }
                     }
                 };
                 return Ok(ExecOutput {
@@ -407,18 +362,10 @@ impl Guest {
     fn read_handle(&self, handle: i64) -> Result<Vec<u8>, Error> {
         let mut data = Vec::new();
         loop {
-            let chunk = self.agent_command(
-                "guest-file-read",
-                Some(json!({ "handle": handle, "count": FILE_READ_CHUNK })),
-            )?;
-            let b64 = chunk["buf-b64"]
-                .as_str()
-                .ok_or_else(|| self.protocol("guest-file-read", &chunk.to_string()))?;
-            data.extend(
-                BASE64
-                    .decode(b64)
-                    .map_err(|_| self.protocol("guest-file-read", &chunk.to_string()))?,
-            );
+            let chunk =
+                self.agent_command("guest-file-read", Some(json!({ "handle": handle, "count": FILE_READ_CHUNK })))?;
+            let b64 = chunk["buf-b64"].as_str().ok_or_else(|| self.protocol("guest-file-read", &chunk.to_string()))?;
+            data.extend(BASE64.decode(b64).map_err(|_| self.protocol("guest-file-read", &chunk.to_string()))?);
             if chunk["eof"].as_bool() != Some(false) {
                 return Ok(data);
             }
@@ -430,10 +377,8 @@ impl Guest {
     /// page cache for a while.
     pub fn write_file(&self, path: &str, data: &[u8]) -> Result<(), Error> {
         let handle = self.file_open(path, "w")?;
-        let written = self.agent_command(
-            "guest-file-write",
-            Some(json!({ "handle": handle, "buf-b64": BASE64.encode(data) })),
-        );
+        let written =
+            self.agent_command("guest-file-write", Some(json!({ "handle": handle, "buf-b64": BASE64.encode(data) })));
         let closed = self.agent_command("guest-file-close", Some(json!({ "handle": handle })));
         let written = written?;
         closed?;
@@ -444,61 +389,41 @@ impl Guest {
     }
 
     fn file_open(&self, path: &str, mode: &str) -> Result<i64, Error> {
-        let handle = self.agent_command(
-            "guest-file-open",
-            Some(json!({ "path": path, "mode": mode })),
-        )?;
-        handle
-            .as_i64()
-            .ok_or_else(|| self.protocol("guest-file-open", &handle.to_string()))
+        let handle = self.agent_command("guest-file-open", Some(json!({ "path": path, "mode": mode })))?;
+        handle.as_i64().ok_or_else(|| self.protocol("guest-file-open", &handle.to_string()))
     }
 
     /// guest-fsfreeze-freeze: returns how many filesystems were frozen.
     pub fn fsfreeze(&self) -> Result<u64, Error> {
         let n = self.agent_command("guest-fsfreeze-freeze", None)?;
-        n.as_u64()
-            .ok_or_else(|| self.protocol("guest-fsfreeze-freeze", &n.to_string()))
+        n.as_u64().ok_or_else(|| self.protocol("guest-fsfreeze-freeze", &n.to_string()))
     }
 
     /// guest-fsfreeze-thaw: returns how many filesystems were thawed.
     pub fn fsthaw(&self) -> Result<u64, Error> {
         let n = self.agent_command("guest-fsfreeze-thaw", None)?;
-        n.as_u64()
-            .ok_or_else(|| self.protocol("guest-fsfreeze-thaw", &n.to_string()))
+        n.as_u64().ok_or_else(|| self.protocol("guest-fsfreeze-thaw", &n.to_string()))
     }
 
     /// guest-fsfreeze-status: `"frozen"` or `"thawed"`.
     pub fn fsfreeze_status(&self) -> Result<String, Error> {
         let s = self.agent_command("guest-fsfreeze-status", None)?;
-        s.as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| self.protocol("guest-fsfreeze-status", &s.to_string()))
+        s.as_str().map(str::to_owned).ok_or_else(|| self.protocol("guest-fsfreeze-status", &s.to_string()))
     }
 
     fn err(&self, message: String) -> Error {
-        Error::Guest {
-            guest: self.name.clone(),
-            message,
-        }
+        Error::Guest { guest: self.name.clone(), message }
     }
 
     fn protocol(&self, command: &str, reply: &str) -> Error {
-        Error::Protocol {
-            guest: self.name.clone(),
-            command: command.to_owned(),
-            reply: reply.to_owned(),
-        }
+        Error::Protocol { guest: self.name.clone(), command: command.to_owned(), reply: reply.to_owned() }
     }
 }
 
 impl Drop for Guest {
     fn drop(&mut self) {
         if self.keep {
-            eprintln!(
-                "keeping guest {} ({}) as asked",
-                self.name,
-                self.dir.display()
-            );
+            eprintln!("keeping guest {} ({}) as asked", self.name, self.dir.display());
             return;
         }
         // Never panic here: Drop also runs while a failed assertion unwinds,
@@ -535,18 +460,11 @@ fn run_guest_sh(args: &[&str]) -> Result<String, Error> {
         .args(args)
         .env("STACK_DIR", stack_dir())
         .output()
-        .map_err(|e| Error::Command {
-            command: args.join(" "),
-            detail: format!("cannot run bash: {e}"),
-        })?;
+        .map_err(|e| Error::Command { command: args.join(" "), detail: format!("cannot run bash: {e}") })?;
     if !out.status.success() {
         return Err(Error::Command {
             command: args.join(" "),
-            detail: format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
+            detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())

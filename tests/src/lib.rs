@@ -35,7 +35,6 @@ mod stack;
 pub use guest::{Error, ExecOutput, Guest, GuestOptions};
 pub use peers::{nova_peer, stack_sql};
 pub use stack::{
-    libvirt_auth_file, libvirt_pki_dir, libvirt_tcp_uri_with_authfile, libvirt_tls_uri, libvirt_up,
-    libvirtd_pid, qemu_img_info, repo_dir, require, stack_dir, Component, LIBVIRT_TCP_URI,
-    LIBVIRT_URI,
+    libvirt_auth_file, libvirt_pki_dir, libvirt_tcp_uri_with_authfile, libvirt_tls_uri, libvirt_up, libvirtd_pid,
+    qemu_img_info, repo_dir, require, stack_dir, Component, LIBVIRT_TCP_URI, LIBVIRT_URI,
 };

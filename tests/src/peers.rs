@@ -18,10 +18,7 @@ pub fn nova_peer(args: &[&str]) -> Result<Value, Value> {
     let stack = stack_dir();
     let python = stack.join("venvs/nova/bin/python");
     let conf = stack.join("nova/nova.conf");
-    assert!(
-        python.exists() && conf.exists(),
-        "nova venv or nova.conf missing: run deploy/dev/stack up"
-    );
+    assert!(python.exists() && conf.exists(), "nova venv or nova.conf missing: run deploy/dev/stack up");
     let out = Command::new(&python)
         .arg(repo_dir().join("deploy/dev/nova_peer.py"))
         .arg("--config-file")
@@ -30,16 +27,15 @@ pub fn nova_peer(args: &[&str]) -> Result<Value, Value> {
         .output()
         .expect("cannot run nova_peer.py");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let answer: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
-            panic!(
-                "nova_peer {args:?} failed ({}, {e}): {stdout}\n{}",
-                out.status,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            )
-        });
+    let answer: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or_default()).unwrap_or_else(|e| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+        panic!(
+            "nova_peer {args:?} failed ({}, {e}): {stdout}\n{}",
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    });
     match (out.status.success(), answer.get("error")) {
         (true, None) => Ok(answer),
         (false, Some(_)) => Err(answer),
@@ -57,11 +53,7 @@ pub fn stack_sql(database: &str, statement: &str) -> u64 {
         .arg(format!("{statement}; SELECT ROW_COUNT();"))
         .output()
         .expect("cannot run the mariadb client");
-    assert!(
-        out.status.success(),
-        "{statement} on {database}: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    assert!(out.status.success(), "{statement} on {database}: {}", String::from_utf8_lossy(&out.stderr).trim());
     let text = String::from_utf8_lossy(&out.stdout);
     text.trim()
         .lines()

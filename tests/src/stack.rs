@@ -23,10 +23,7 @@ const GLANCE_ADDR: &str = "127.0.0.1:9292";
 
 /// The repository root (the workspace this crate belongs to).
 pub fn repo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate lives inside the repository")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the tests crate lives inside the repository").to_path_buf()
 }
 
 /// `$STACK_DIR` as `deploy/dev/lib.sh` computes it: the environment variable
@@ -91,10 +88,7 @@ impl Component {
                     // SASL needs an auth callback even when auth.conf holds
                     // every credential; this one answers nothing (no prompt).
                     let mut auth = ConnectAuth::new(
-                        vec![
-                            ConnectCredentialType::AuthName,
-                            ConnectCredentialType::Passphrase,
-                        ],
+                        vec![ConnectCredentialType::AuthName, ConnectCredentialType::Passphrase],
                         |_| {},
                     );
                     // Dropping the connection closes it.
@@ -138,11 +132,7 @@ pub fn libvirt_tls_uri(pki: &Path) -> String {
 
 /// The pid of the stack's libvirtd (from its pid file), if it is running.
 pub fn libvirtd_pid() -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(stack_dir().join("run").join("libvirtd.pid"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let pid: u32 = std::fs::read_to_string(stack_dir().join("run").join("libvirtd.pid")).ok()?.trim().parse().ok()?;
     Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 
@@ -159,18 +149,11 @@ pub fn libvirt_up() -> Result<(), Error> {
         .arg(repo_dir())
         .env("STACK_DIR", stack_dir())
         .output()
-        .map_err(|e| Error::Command {
-            command: "libvirt_up".into(),
-            detail: format!("cannot run bash: {e}"),
-        })?;
+        .map_err(|e| Error::Command { command: "libvirt_up".into(), detail: format!("cannot run bash: {e}") })?;
     if !out.status.success() {
         return Err(Error::Command {
             command: "libvirt_up".into(),
-            detail: format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
+            detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
         });
     }
     Ok(())
@@ -190,10 +173,8 @@ fn tcp_check(addr: &str) -> Result<(), String> {
 /// tests pass without having exercised anything.
 #[track_caller]
 pub fn require(components: &[Component]) {
-    let problems: Vec<String> = components
-        .iter()
-        .filter_map(|c| c.check().err().map(|why| format!("  - {c:?}: {why}")))
-        .collect();
+    let problems: Vec<String> =
+        components.iter().filter_map(|c| c.check().err().map(|why| format!("  - {c:?}: {why}"))).collect();
     if !problems.is_empty() {
         panic!(
             "the real stack is not up: run deploy/dev/stack up (STACK_DIR={})\n{}",
@@ -209,22 +190,14 @@ pub fn require(components: &[Component]) {
 /// `-U` (force share) because the image usually belongs to a running guest:
 /// QEMU holds a write lock on it and a plain `qemu-img info` is refused.
 pub fn qemu_img_info(path: &Path) -> Result<serde_json::Value, Error> {
-    let out = Command::new("qemu-img")
-        .args(["info", "-U", "--output=json", "--backing-chain"])
-        .arg(path)
-        .output()
-        .map_err(|e| Error::Command {
-            command: format!("qemu-img info {}", path.display()),
-            detail: e.to_string(),
-        })?;
+    let out =
+        Command::new("qemu-img").args(["info", "-U", "--output=json", "--backing-chain"]).arg(path).output().map_err(
+            |e| Error::Command { command: format!("qemu-img info {}", path.display()), detail: e.to_string() },
+        )?;
     if !out.status.success() {
         return Err(Error::Command {
             command: format!("qemu-img info {}", path.display()),
-            detail: format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
+            detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
         });
     }
     serde_json::from_slice(&out.stdout).map_err(|e| Error::Command {

@@ -19,19 +19,12 @@ const GLANCE: &str = "http://127.0.0.1:9292";
 const MIB: u64 = 1 << 20;
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 async fn reserve(http: &reqwest::Client, name: &str) -> String {
     let body = serde_json::json!({"name": name, "disk_format": "raw", "container_format": "bare"});
-    let response = http
-        .post(format!("{GLANCE}/v2/images"))
-        .json(&body)
-        .send()
-        .await;
+    let response = http.post(format!("{GLANCE}/v2/images")).json(&body).send().await;
     let json: Value = response
         .unwrap_or_else(|e| panic!("Glance not up at {GLANCE}: run deploy/dev/stack up ({e})"))
         .json()
@@ -57,35 +50,19 @@ fn make_file(path: &Path, len: u64) {
 fn curl_upload(path: &Path, id: &str) -> f64 {
     let started = Instant::now();
     let out = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            "Content-Type: application/octet-stream",
-            "-T",
-        ])
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Content-Type: application/octet-stream", "-T"])
         .arg(path)
         .arg(format!("{GLANCE}/v2/images/{id}/file"))
         .output()
         .expect("curl");
     let seconds = started.elapsed().as_secs_f64();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "204",
-        "curl upload failed"
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "204", "curl upload failed");
     seconds
 }
 
 async fn client_upload(glance: &GlanceClient, path: &Path, id: &str) -> f64 {
     let started = Instant::now();
-    glance
-        .upload(&RequestContext::default(), id, &FileSource::new(path), None)
-        .await
-        .expect("client upload");
+    glance.upload(&RequestContext::default(), id, &FileSource::new(path), None).await.expect("client upload");
     started.elapsed().as_secs_f64()
 }
 
@@ -97,14 +74,8 @@ async fn main() {
     let path = dir.path().join("bench.raw");
     make_file(&path, size);
     let http = reqwest::Client::new();
-    let glance = GlanceClient::new(
-        &GlanceOptions {
-            api_servers: vec![GLANCE.into()],
-            ..Default::default()
-        },
-        None,
-    )
-    .unwrap();
+    let glance =
+        GlanceClient::new(&GlanceOptions { api_servers: vec![GLANCE.into()], ..Default::default() }, None).unwrap();
 
     let (mut best_curl, mut best_client) = (f64::MAX, f64::MAX);
     for run in 1..=runs {
@@ -115,7 +86,11 @@ async fn main() {
         let client = client_upload(&glance, &path, &id).await;
         delete(&http, &id).await;
         let rate = |s: f64| size as f64 / MIB as f64 / s;
-        println!("run {run}: curl -T {:.1} MiB/s ({curl:.2} s), glance-client {:.1} MiB/s ({client:.2} s)", rate(curl), rate(client));
+        println!(
+            "run {run}: curl -T {:.1} MiB/s ({curl:.2} s), glance-client {:.1} MiB/s ({client:.2} s)",
+            rate(curl),
+            rate(client)
+        );
         best_curl = best_curl.min(curl);
         best_client = best_client.min(client);
     }

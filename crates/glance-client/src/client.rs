@@ -53,10 +53,7 @@ struct Call<'a> {
 impl GlanceClient {
     /// Builds the HTTP clients from `[glance]` (TLS, timeouts) and, when
     /// `send_service_user_token` is set, the service token source from `[service_user]`.
-    pub fn new(
-        options: &GlanceOptions,
-        service_user: Option<&ServiceUserOptions>,
-    ) -> Result<Self, GlanceError> {
+    pub fn new(options: &GlanceOptions, service_user: Option<&ServiceUserOptions>) -> Result<Self, GlanceError> {
         let http = http_client(options.cafile.as_deref(), options.insecure, options.timeout)?;
         let service_tokens = match service_user.filter(|s| s.send_service_user_token) {
             Some(s) => {
@@ -65,32 +62,13 @@ impl GlanceClient {
             }
             None => None,
         };
-        Ok(Self {
-            http,
-            endpoints: ImageEndpoints::new(options)?,
-            service_tokens,
-            num_retries: options.num_retries,
-        })
+        Ok(Self { http, endpoints: ImageEndpoints::new(options)?, service_tokens, num_retries: options.num_retries })
     }
 
     /// `GET /v2/images/{id}`; a deleted image Glance still shows is `ImageNotFound` ([`not_deleted`]).
-    pub async fn get(
-        &self,
-        ctx: &RequestContext,
-        image_id: &str,
-    ) -> Result<ImageMeta, GlanceError> {
+    pub async fn get(&self, ctx: &RequestContext, image_id: &str) -> Result<ImageMeta, GlanceError> {
         let path = format!("v2/images/{image_id}");
-        let response = self
-            .call(
-                ctx,
-                image_id,
-                Call {
-                    method: Method::GET,
-                    path: &path,
-                    body: None,
-                },
-            )
-            .await?;
+        let response = self.call(ctx, image_id, Call { method: Method::GET, path: &path, body: None }).await?;
         not_deleted(image_id, image_from_response(image_id, response).await?)
     }
 
@@ -104,10 +82,7 @@ impl GlanceClient {
         image_id: &str,
         refusal: GlanceError,
     ) -> GlanceError {
-        if !matches!(
-            refusal,
-            GlanceError::ImageConflict { .. } | GlanceError::ImageNotAuthorized { .. }
-        ) {
+        if !matches!(refusal, GlanceError::ImageConflict { .. } | GlanceError::ImageNotAuthorized { .. }) {
             return refusal;
         }
         match self.get(ctx, image_id).await {
@@ -131,14 +106,9 @@ impl GlanceClient {
         let patch = ImagePatch::between(&current, update);
         let mut image = current;
         if !patch.is_empty() {
-            let body = serde_json::to_vec(&patch)
-                .map_err(|e| GlanceError::InvalidConfig(e.to_string()))?;
+            let body = serde_json::to_vec(&patch).map_err(|e| GlanceError::InvalidConfig(e.to_string()))?;
             let path = format!("v2/images/{image_id}");
-            let call = Call {
-                method: Method::PATCH,
-                path: &path,
-                body: Some((JSON_PATCH, body)),
-            };
+            let call = Call { method: Method::PATCH, path: &path, body: Some((JSON_PATCH, body)) };
             let response = match self.call(ctx, image_id, call).await {
                 Ok(response) => response,
                 Err(refusal) => return Err(self.explain_refusal(ctx, image_id, refusal).await),
@@ -161,29 +131,18 @@ impl GlanceClient {
     /// Registers data already in a store (RBD direct snapshots): `POST /v2/images/{id}/locations`
     /// (API ≥ 2.17), falling back to the json-patch `add /locations/-` on older Glance, as nova's
     /// `_add_location` does.
-    pub async fn add_location(
-        &self,
-        ctx: &RequestContext,
-        image_id: &str,
-        url: &str,
-    ) -> Result<(), GlanceError> {
+    pub async fn add_location(&self, ctx: &RequestContext, image_id: &str, url: &str) -> Result<(), GlanceError> {
         let body = serde_json::json!({"url": url, "validation_data": {}});
         let path = format!("v2/images/{image_id}/locations");
-        let call = Call {
-            method: Method::POST,
-            path: &path,
-            body: Some(("application/json", body.to_string().into_bytes())),
-        };
+        let call =
+            Call { method: Method::POST, path: &path, body: Some(("application/json", body.to_string().into_bytes())) };
         match self.call(ctx, image_id, call).await {
             Err(GlanceError::UnexpectedResponse { status, .. })
-                if status == StatusCode::METHOD_NOT_ALLOWED
-                    || status == StatusCode::NOT_IMPLEMENTED =>
+                if status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::NOT_IMPLEMENTED =>
             {
-                debug!(
-                    image_id,
-                    "locations API unavailable; adding the location by json-patch"
-                );
-                let patch = serde_json::json!([{"op": "add", "path": "/locations/-", "value": {"url": url, "metadata": {}}}]);
+                debug!(image_id, "locations API unavailable; adding the location by json-patch");
+                let patch =
+                    serde_json::json!([{"op": "add", "path": "/locations/-", "value": {"url": url, "metadata": {}}}]);
                 let path = format!("v2/images/{image_id}");
                 let call = Call {
                     method: Method::PATCH,
@@ -199,24 +158,9 @@ impl GlanceClient {
     /// `DELETE /v2/images/{id}`; an image that is already gone counts as deleted.
     pub async fn delete(&self, ctx: &RequestContext, image_id: &str) -> Result<(), GlanceError> {
         let path = format!("v2/images/{image_id}");
-        match self
-            .call(
-                ctx,
-                image_id,
-                Call {
-                    method: Method::DELETE,
-                    path: &path,
-                    body: None,
-                },
-            )
-            .await
-        {
+        match self.call(ctx, image_id, Call { method: Method::DELETE, path: &path, body: None }).await {
             Ok(_) => {
-                info!(
-                    image_id,
-                    request_id = ctx.global_request_id.as_deref(),
-                    "deleted image"
-                );
+                info!(image_id, request_id = ctx.global_request_id.as_deref(), "deleted image");
                 Ok(())
             }
             Err(GlanceError::ImageNotFound { .. }) => {
@@ -225,71 +169,36 @@ impl GlanceClient {
             }
             // Glance answers 400 ("deleted to deleted") for an image whose own delete stopped
             // half-way; nothing more can be deleted through the API.
-            Err(refusal @ GlanceError::ImageBadRequest { .. }) => {
-                match self.get(ctx, image_id).await {
-                    Err(GlanceError::ImageNotFound { .. }) => {
-                        warn!(image_id, %refusal, "image is already deleted (Glance's own delete of it did not finish)");
-                        Ok(())
-                    }
-                    _ => Err(refusal),
+            Err(refusal @ GlanceError::ImageBadRequest { .. }) => match self.get(ctx, image_id).await {
+                Err(GlanceError::ImageNotFound { .. }) => {
+                    warn!(image_id, %refusal, "image is already deleted (Glance's own delete of it did not finish)");
+                    Ok(())
                 }
-            }
+                _ => Err(refusal),
+            },
             Err(e) => Err(e),
         }
     }
 
     /// `GET /v2/images` with `query`'s filters and sort, following `next` links until the last
     /// page (nova's backup rotation query).
-    pub async fn list(
-        &self,
-        ctx: &RequestContext,
-        query: &ImageQuery,
-    ) -> Result<Vec<ImageMeta>, GlanceError> {
+    pub async fn list(&self, ctx: &RequestContext, query: &ImageQuery) -> Result<Vec<ImageMeta>, GlanceError> {
         let mut images = Vec::new();
         let mut next = Some(query.first_page_path());
         while let Some(path) = next.take() {
-            let response = self
-                .call(
-                    ctx,
-                    "",
-                    Call {
-                        method: Method::GET,
-                        path: &path,
-                        body: None,
-                    },
-                )
-                .await?;
-            let page: Value = response
-                .json()
-                .await
-                .map_err(|e| unexpected(StatusCode::OK, e))?;
-            for image in page
-                .get("images")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                images.push(
-                    ImageMeta::from_json(image.clone())
-                        .map_err(|e| unexpected(StatusCode::OK, e))?,
-                );
+            let response = self.call(ctx, "", Call { method: Method::GET, path: &path, body: None }).await?;
+            let page: Value = response.json().await.map_err(|e| unexpected(StatusCode::OK, e))?;
+            for image in page.get("images").and_then(Value::as_array).into_iter().flatten() {
+                images.push(ImageMeta::from_json(image.clone()).map_err(|e| unexpected(StatusCode::OK, e))?);
             }
-            next = page
-                .get("next")
-                .and_then(Value::as_str)
-                .map(|n| n.trim_start_matches('/').to_owned());
+            next = page.get("next").and_then(Value::as_str).map(|n| n.trim_start_matches('/').to_owned());
         }
         Ok(images)
     }
 
     /// Sends `call` with nova's retry policy and returns the first success; `image_id` names the
     /// image in errors.
-    async fn call(
-        &self,
-        ctx: &RequestContext,
-        image_id: &str,
-        call: Call<'_>,
-    ) -> Result<Response, GlanceError> {
+    async fn call(&self, ctx: &RequestContext, image_id: &str, call: Call<'_>) -> Result<Response, GlanceError> {
         let mut renewed = false;
         let mut attempt = 0;
         loop {
@@ -297,14 +206,10 @@ impl GlanceClient {
             let credentials = self.credentials().await?;
             let base = self.base_url(ctx, &credentials)?;
             let url = join(&base, call.path)?;
-            let mut request = self
-                .http
-                .request(call.method.clone(), url.clone())
-                .headers(auth_headers(ctx, &credentials));
+            let mut request =
+                self.http.request(call.method.clone(), url.clone()).headers(auth_headers(ctx, &credentials));
             if let Some((content_type, body)) = &call.body {
-                request = request
-                    .header(CONTENT_TYPE, *content_type)
-                    .body(body.clone());
+                request = request.header(CONTENT_TYPE, *content_type).body(body.clone());
             }
             debug!(method = %call.method, %url, request_id = ctx.global_request_id.as_deref(), attempt, "glance request");
             let failure = match request.send().await {
@@ -314,19 +219,11 @@ impl GlanceClient {
                     if self.renew(&credentials).await {
                         continue;
                     }
-                    return Err(unauthorized_hint(
-                        status_error(image_id, response).await,
-                        &credentials,
-                    ));
+                    return Err(unauthorized_hint(status_error(image_id, response).await, &credentials));
                 }
-                Ok(response) if response.status().is_server_error() => {
-                    status_error(image_id, response).await
-                }
+                Ok(response) if response.status().is_server_error() => status_error(image_id, response).await,
                 Ok(response) => return Err(status_error(image_id, response).await),
-                Err(e) => GlanceError::GlanceConnectionFailed {
-                    server: server_of(&base),
-                    reason: error_chain(&e),
-                },
+                Err(e) => GlanceError::GlanceConnectionFailed { server: server_of(&base), reason: error_chain(&e) },
             };
             if attempt > self.num_retries {
                 return Err(connection_failed(&base, failure));
@@ -358,18 +255,10 @@ impl GlanceClient {
     }
 
     /// The next server's base URL (the context's catalog first, then the service token's).
-    pub(crate) fn base_url(
-        &self,
-        ctx: &RequestContext,
-        credentials: &Credentials,
-    ) -> Result<Url, GlanceError> {
+    pub(crate) fn base_url(&self, ctx: &RequestContext, credentials: &Credentials) -> Result<Url, GlanceError> {
         let empty = ServiceCatalog::default();
-        let service_catalog = credentials
-            .service_token
-            .as_ref()
-            .map_or(&empty, |t| &t.catalog);
-        self.endpoints
-            .next(&[&ctx.service_catalog, service_catalog])
+        let service_catalog = credentials.service_token.as_ref().map_or(&empty, |t| &t.catalog);
+        self.endpoints.next(&[&ctx.service_catalog, service_catalog])
     }
 }
 
@@ -381,27 +270,21 @@ fn http_client(
     let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(30))
         .tcp_keepalive(Duration::from_secs(30))
-        .user_agent(concat!(
-            "nova-compute-rs glance-client/",
-            env!("CARGO_PKG_VERSION")
-        ));
+        .user_agent(concat!("nova-compute-rs glance-client/", env!("CARGO_PKG_VERSION")));
     // keystoneauth's `timeout` is per socket operation: a read timeout, so a multi-GiB upload is
     // not cut off as a whole.
     if let Some(timeout) = timeout {
         builder = builder.read_timeout(timeout);
     }
     if let Some(path) = cafile {
-        let pem = std::fs::read(path)
-            .map_err(|e| GlanceError::InvalidConfig(format!("cafile {}: {e}", path.display())))?;
+        let pem =
+            std::fs::read(path).map_err(|e| GlanceError::InvalidConfig(format!("cafile {}: {e}", path.display())))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| GlanceError::InvalidConfig(format!("cafile {}: {e}", path.display())))?;
         // An empty or garbled bundle would otherwise surface only at the first
         // call, as an "unknown issuer" that points away from the real mistake.
         if certs.is_empty() {
-            return Err(GlanceError::InvalidConfig(format!(
-                "cafile {}: no PEM certificate in it",
-                path.display()
-            )));
+            return Err(GlanceError::InvalidConfig(format!("cafile {}: no PEM certificate in it", path.display())));
         }
         for cert in certs {
             builder = builder.add_root_certificate(cert);
@@ -410,9 +293,7 @@ fn http_client(
     if insecure {
         builder = builder.tls_danger_accept_invalid_certs(true);
     }
-    builder
-        .build()
-        .map_err(|e| GlanceError::InvalidConfig(format!("HTTP client: {e}")))
+    builder.build().map_err(|e| GlanceError::InvalidConfig(format!("HTTP client: {e}")))
 }
 
 /// `X-Auth-Token`, `X-Service-Token` and `X-OpenStack-Request-ID` for one attempt. Values that
@@ -425,10 +306,7 @@ pub(crate) fn auth_headers(ctx: &RequestContext, credentials: &Credentials) -> H
         }
     };
     put("x-auth-token", ctx.auth_token.as_deref());
-    put(
-        "x-service-token",
-        credentials.service_token.as_ref().map(|t| t.id.as_str()),
-    );
+    put("x-service-token", credentials.service_token.as_ref().map(|t| t.id.as_str()));
     put("x-openstack-request-id", ctx.global_request_id.as_deref());
     headers
 }
@@ -436,8 +314,7 @@ pub(crate) fn auth_headers(ctx: &RequestContext, credentials: &Credentials) -> H
 /// Joins a path relative to the versionless base (`next` links keep the base's path prefix,
 /// as keystoneauth does).
 pub(crate) fn join(base: &Url, path: &str) -> Result<Url, GlanceError> {
-    base.join(path)
-        .map_err(|e| GlanceError::InvalidConfig(format!("URL {base}{path}: {e}")))
+    base.join(path).map_err(|e| GlanceError::InvalidConfig(format!("URL {base}{path}: {e}")))
 }
 
 /// The server as nova names it in `GlanceConnectionFailed`: the endpoint URL (`scheme://host:port`),
@@ -451,9 +328,7 @@ pub(crate) fn server_of(url: &Url) -> String {
 pub(crate) fn not_deleted(image_id: &str, image: ImageMeta) -> Result<ImageMeta, GlanceError> {
     if image.status.is_deleted() {
         debug!(image_id, status = %image.status, "image is deleted");
-        return Err(GlanceError::ImageNotFound {
-            image_id: image_id.to_owned(),
-        });
+        return Err(GlanceError::ImageNotFound { image_id: image_id.to_owned() });
     }
     Ok(image)
 }
@@ -466,18 +341,13 @@ pub(crate) async fn status_error(image_id: &str, response: Response) -> GlanceEr
     let reason = summarize_body(&response.text().await.unwrap_or_default());
     let image_id = image_id.to_owned();
     match status {
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            GlanceError::ImageNotAuthorized { image_id, reason }
-        }
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => GlanceError::ImageNotAuthorized { image_id, reason },
         StatusCode::NOT_FOUND | StatusCode::GONE => GlanceError::ImageNotFound { image_id },
         StatusCode::BAD_REQUEST => GlanceError::ImageBadRequest { image_id, reason },
         StatusCode::PAYLOAD_TOO_LARGE => GlanceError::ImageQuotaExceeded { image_id, reason },
         StatusCode::UNSUPPORTED_MEDIA_TYPE => GlanceError::ImageUnacceptable { image_id, reason },
         StatusCode::CONFLICT => GlanceError::ImageConflict { image_id, reason },
-        s if s.is_server_error() => GlanceError::GlanceConnectionFailed {
-            server,
-            reason: format!("{s}: {reason}"),
-        },
+        s if s.is_server_error() => GlanceError::GlanceConnectionFailed { server, reason: format!("{s}: {reason}") },
         _ => GlanceError::UnexpectedResponse { status, reason },
     }
 }
@@ -503,10 +373,7 @@ fn unauthorized_hint(error: GlanceError, credentials: &Credentials) -> GlanceErr
 pub(crate) fn connection_failed(base: &Url, last: GlanceError) -> GlanceError {
     match last {
         e @ GlanceError::GlanceConnectionFailed { .. } => e,
-        other => GlanceError::GlanceConnectionFailed {
-            server: server_of(base),
-            reason: other.to_string(),
-        },
+        other => GlanceError::GlanceConnectionFailed { server: server_of(base), reason: other.to_string() },
     }
 }
 
@@ -524,20 +391,11 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 fn unexpected(status: StatusCode, error: impl std::fmt::Display) -> GlanceError {
-    GlanceError::UnexpectedResponse {
-        status,
-        reason: error.to_string(),
-    }
+    GlanceError::UnexpectedResponse { status, reason: error.to_string() }
 }
 
-pub(crate) async fn image_from_response(
-    image_id: &str,
-    response: Response,
-) -> Result<ImageMeta, GlanceError> {
+pub(crate) async fn image_from_response(image_id: &str, response: Response) -> Result<ImageMeta, GlanceError> {
     let status = response.status();
-    let json: Value = response
-        .json()
-        .await
-        .map_err(|e| unexpected(status, format!("image {image_id}: {e}")))?;
+    let json: Value = response.json().await.map_err(|e| unexpected(status, format!("image {image_id}: {e}")))?;
     ImageMeta::from_json(json).map_err(|e| unexpected(status, format!("image {image_id}: {e}")))
 }

@@ -57,12 +57,7 @@ impl ServiceCatalog {
 
     /// The URL of `service_type` for the first interface in `interfaces` that has one, in
     /// `region` when given (keystoneauth's `get_endpoint` semantics).
-    pub fn endpoint(
-        &self,
-        service_type: &str,
-        interfaces: &[String],
-        region: Option<&str>,
-    ) -> Option<&str> {
+    pub fn endpoint(&self, service_type: &str, interfaces: &[String], region: Option<&str>) -> Option<&str> {
         interfaces.iter().find_map(|interface| {
             let interface = interface.strip_suffix("URL").unwrap_or(interface);
             self.endpoints
@@ -78,15 +73,8 @@ fn service_endpoints(service: &Value) -> Vec<CatalogEndpoint> {
     let Some(service_type) = service.get("type").and_then(Value::as_str) else {
         return Vec::new();
     };
-    let endpoints = service
-        .get("endpoints")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    endpoints
-        .iter()
-        .flat_map(|e| endpoint_entries(service_type, e))
-        .collect()
+    let endpoints = service.get("endpoints").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    endpoints.iter().flat_map(|e| endpoint_entries(service_type, e)).collect()
 }
 
 fn endpoint_entries(service_type: &str, endpoint: &Value) -> Vec<CatalogEndpoint> {
@@ -126,22 +114,10 @@ mod tests {
             {"type": "volumev3", "endpoints": [{"region": "R1", "publicURL": "http://cinder"}]}
         ]));
         let want = interfaces(&["internal", "public"]);
-        assert_eq!(
-            catalog.endpoint("image", &want, Some("R1")),
-            Some("http://int:9292")
-        );
-        assert_eq!(
-            catalog.endpoint("image", &want, Some("R2")),
-            Some("http://int2:9292/v2")
-        );
-        assert_eq!(
-            catalog.endpoint("image", &interfaces(&["publicURL"]), None),
-            Some("https://pub:9292")
-        );
-        assert_eq!(
-            catalog.endpoint("image", &interfaces(&["admin"]), None),
-            None
-        );
+        assert_eq!(catalog.endpoint("image", &want, Some("R1")), Some("http://int:9292"));
+        assert_eq!(catalog.endpoint("image", &want, Some("R2")), Some("http://int2:9292/v2"));
+        assert_eq!(catalog.endpoint("image", &interfaces(&["publicURL"]), None), Some("https://pub:9292"));
+        assert_eq!(catalog.endpoint("image", &interfaces(&["admin"]), None), None);
     }
 
     #[test]
@@ -151,11 +127,7 @@ mod tests {
                 {"interface": "public", "region_id": "RegionOne", "url": "http://127.0.0.1:9292"}]}
         ]));
         assert_eq!(
-            catalog.endpoint(
-                "image",
-                &interfaces(&["internal", "public"]),
-                Some("RegionOne")
-            ),
+            catalog.endpoint("image", &interfaces(&["internal", "public"]), Some("RegionOne")),
             Some("http://127.0.0.1:9292")
         );
         assert!(ServiceCatalog::from_json(&json!({"not": "a list"})).is_empty());

@@ -29,16 +29,8 @@ pub struct ImageEndpoints {
 impl ImageEndpoints {
     /// Validates the configured URLs.
     pub fn new(options: &GlanceOptions) -> Result<Self, GlanceError> {
-        let api_servers = options
-            .api_servers
-            .iter()
-            .map(|s| api_server_url(s))
-            .collect::<Result<Vec<_>, _>>()?;
-        let endpoint_override = options
-            .endpoint_override
-            .as_deref()
-            .map(versionless_url)
-            .transpose()?;
+        let api_servers = options.api_servers.iter().map(|s| api_server_url(s)).collect::<Result<Vec<_>, _>>()?;
+        let endpoint_override = options.endpoint_override.as_deref().map(versionless_url).transpose()?;
         // A random first server spreads computes over the list, like nova's `random.shuffle`.
         let start = RandomState::new().hash_one(std::process::id()) as usize;
         Ok(Self {
@@ -86,8 +78,8 @@ fn api_server_url(server: &str) -> Result<Url, GlanceError> {
 /// Parses `endpoint` and strips a trailing `/v2`, `/v2.1`, ... (nova's
 /// `re.sub(r'/v\d+(\.\d+)?/?$', '/', endpoint)`), leaving a base that ends in `/`.
 fn versionless_url(endpoint: &str) -> Result<Url, GlanceError> {
-    let mut url = Url::parse(endpoint)
-        .map_err(|e| GlanceError::InvalidConfig(format!("image endpoint {endpoint:?}: {e}")))?;
+    let mut url =
+        Url::parse(endpoint).map_err(|e| GlanceError::InvalidConfig(format!("image endpoint {endpoint:?}: {e}")))?;
     let path = url.path().trim_end_matches('/');
     let path = match path.rsplit_once('/') {
         Some((head, last)) if is_version(last) => head,
@@ -143,34 +135,15 @@ mod tests {
         let catalog = ServiceCatalog::from_json(&json!([{"type": "image", "endpoints": [
             {"interface": "public", "region_id": "R1", "url": "http://pub/v2"},
             {"interface": "internal", "region_id": "R2", "url": "http://int2"}]}]));
-        let mut options = GlanceOptions {
-            region_name: Some("R1".into()),
-            ..GlanceOptions::default()
-        };
+        let mut options = GlanceOptions { region_name: Some("R1".into()), ..GlanceOptions::default() };
         let endpoints = ImageEndpoints::new(&options).unwrap();
-        assert_eq!(
-            endpoints
-                .next(&[&ServiceCatalog::default(), &catalog])
-                .unwrap()
-                .as_str(),
-            "http://pub/"
-        );
+        assert_eq!(endpoints.next(&[&ServiceCatalog::default(), &catalog]).unwrap().as_str(), "http://pub/");
 
         options.region_name = Some("R3".into());
-        let err = ImageEndpoints::new(&options)
-            .unwrap()
-            .next(&[&catalog])
-            .unwrap_err();
+        let err = ImageEndpoints::new(&options).unwrap().next(&[&catalog]).unwrap_err();
         assert!(matches!(err, GlanceError::EndpointNotFound { .. }), "{err}");
 
         options.endpoint_override = Some("http://override:9292/v2/".into());
-        assert_eq!(
-            ImageEndpoints::new(&options)
-                .unwrap()
-                .next(&[])
-                .unwrap()
-                .as_str(),
-            "http://override:9292/"
-        );
+        assert_eq!(ImageEndpoints::new(&options).unwrap().next(&[]).unwrap().as_str(), "http://override:9292/");
     }
 }

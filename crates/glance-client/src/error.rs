@@ -52,9 +52,7 @@ pub enum GlanceError {
 
     /// An upload ended with the image in a state that can neither be retried nor accepted; a
     /// `saving` image was abandoned by a Glance restart mid-upload and must be deleted.
-    #[error(
-        "image {image_id} is left in status {status} by a failed upload and cannot take data again"
-    )]
+    #[error("image {image_id} is left in status {status} by a failed upload and cannot take data again")]
     ImageUploadFailed { image_id: String, status: String },
 
     /// The image data could not be read from its source.
@@ -67,10 +65,7 @@ pub enum GlanceError {
 
     /// No image endpoint: neither `[glance] api_servers`, `endpoint_override` nor a catalog entry.
     #[error("no image endpoint found (service type {service_type}, interfaces {interfaces:?})")]
-    EndpointNotFound {
-        service_type: String,
-        interfaces: Vec<String>,
-    },
+    EndpointNotFound { service_type: String, interfaces: Vec<String> },
 
     /// The service user could not get a token from Keystone.
     #[error("service user authentication failed")]
@@ -92,11 +87,7 @@ pub enum GlanceError {
 pub enum KeystoneError {
     /// Keystone answered with an error status (401: wrong credentials).
     #[error("keystone at {auth_url} refused the token request ({status}): {reason}")]
-    Refused {
-        auth_url: String,
-        status: StatusCode,
-        reason: String,
-    },
+    Refused { auth_url: String, status: StatusCode, reason: String },
 
     /// Keystone could not be reached.
     #[error("cannot reach keystone at {auth_url}")]
@@ -133,9 +124,7 @@ pub(crate) fn summarize_body(body: &str) -> String {
 
 /// Keystone: `{"error": {"message": ...}}`; Glance JSON faults: `{"message": ...}`.
 fn json_message(json: &serde_json::Value) -> Option<String> {
-    let message = json
-        .pointer("/error/message")
-        .or_else(|| json.get("message"))?;
+    let message = json.pointer("/error/message").or_else(|| json.get("message"))?;
     Some(message.as_str()?.to_owned())
 }
 
@@ -164,10 +153,7 @@ mod tests {
     fn summarizes_html_json_and_long_bodies() {
         let html = "<html><head><title>413 Request Entity Too Large</title></head>\n<body>Image exceeds\n the cap</body></html>";
         assert_eq!(summarize_body(html), "Image exceeds the cap");
-        assert_eq!(
-            summarize_body(r#"{"error": {"message": "bad creds", "code": 401}}"#),
-            "bad creds"
-        );
+        assert_eq!(summarize_body(r#"{"error": {"message": "bad creds", "code": 401}}"#), "bad creds");
         assert_eq!(summarize_body(&"é".repeat(500)).chars().count(), 203);
     }
 }

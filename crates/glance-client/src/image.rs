@@ -273,25 +273,13 @@ impl ImagePatch {
             };
             match current.attribute(key) {
                 Some(existing) if *existing == value => {}
-                Some(_) => ops.push(PatchOp {
-                    op: "replace",
-                    path: pointer(key),
-                    value: Some(value),
-                }),
-                None => ops.push(PatchOp {
-                    op: "add",
-                    path: pointer(key),
-                    value: Some(value),
-                }),
+                Some(_) => ops.push(PatchOp { op: "replace", path: pointer(key), value: Some(value) }),
+                None => ops.push(PatchOp { op: "add", path: pointer(key), value: Some(value) }),
             }
         }
         for key in &update.removals {
             if current.attribute(key).is_some() && !update.values.contains_key(key) {
-                ops.push(PatchOp {
-                    op: "remove",
-                    path: pointer(key),
-                    value: None,
-                });
+                ops.push(PatchOp { op: "remove", path: pointer(key), value: None });
             }
         }
         Self(ops)
@@ -343,10 +331,7 @@ mod tests {
         assert_eq!(image.property("image_type"), Some("snapshot"));
         assert!(!image.properties.contains_key("self"));
         assert_eq!(image.created_at.unwrap().year(), 2026);
-        assert_eq!(
-            ImageStatus::from("pending_delete").to_string(),
-            "pending_delete"
-        );
+        assert_eq!(ImageStatus::from("pending_delete").to_string(), "pending_delete");
     }
 
     #[test]
@@ -374,10 +359,7 @@ mod tests {
                 {"op": "remove", "path": "/user_id"}
             ])
         );
-        assert!(
-            ImagePatch::between(&queued_image(), &ImageUpdate::new().set("name", "snap"))
-                .is_empty()
-        );
+        assert!(ImagePatch::between(&queued_image(), &ImageUpdate::new().set("name", "snap")).is_empty());
         assert_eq!(pointer("a/b~c"), "/a~1b~0c");
     }
 }

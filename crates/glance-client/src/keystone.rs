@@ -15,9 +15,7 @@ use tracing::{debug, info};
 
 use crate::context::ServiceCatalog;
 use crate::error::{summarize_body, KeystoneError};
-use crate::options::{
-    ApplicationCredential, PasswordCredentials, ServiceCredentials, ServiceUserOptions,
-};
+use crate::options::{ApplicationCredential, PasswordCredentials, ServiceCredentials, ServiceUserOptions};
 
 /// keystoneauth renews a token when less than this is left (`MIN_TOKEN_LIFE_SECONDS`).
 const RENEW_MARGIN: Duration = Duration::from_secs(120);
@@ -37,9 +35,7 @@ pub struct ServiceToken {
 
 impl std::fmt::Debug for ServiceToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceToken")
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
+        f.debug_struct("ServiceToken").field("expires_at", &self.expires_at).finish_non_exhaustive()
     }
 }
 
@@ -48,9 +44,7 @@ impl ServiceToken {
     /// its lifetime when Keystone issues tokens shorter than four minutes.
     fn needs_renewal(&self, now: OffsetDateTime) -> bool {
         let lifetime = self.expires_at - self.issued_at;
-        let margin = time::Duration::try_from(RENEW_MARGIN)
-            .unwrap_or(time::Duration::ZERO)
-            .min(lifetime / 2);
+        let margin = time::Duration::try_from(RENEW_MARGIN).unwrap_or(time::Duration::ZERO).min(lifetime / 2);
         self.expires_at - now <= margin
     }
 }
@@ -78,10 +72,7 @@ impl ServiceTokenSource {
     /// The cached token, or a new one when it is missing or about to expire.
     pub async fn token(&self) -> Result<ServiceToken, KeystoneError> {
         let mut cached = self.cached.lock().await;
-        if let Some(token) = cached
-            .as_ref()
-            .filter(|t| !t.needs_renewal(OffsetDateTime::now_utc()))
-        {
+        if let Some(token) = cached.as_ref().filter(|t| !t.needs_renewal(OffsetDateTime::now_utc())) {
             return Ok(token.clone());
         }
         let token = self.issue().await?;
@@ -108,34 +99,15 @@ impl ServiceTokenSource {
             .json(&auth_body(&self.credentials))
             .send()
             .await
-            .map_err(|source| KeystoneError::Unreachable {
-                auth_url: url.clone(),
-                source,
-            })?;
+            .map_err(|source| KeystoneError::Unreachable { auth_url: url.clone(), source })?;
         let status = response.status();
-        let subject = response
-            .headers()
-            .get("x-subject-token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response
-            .text()
-            .await
-            .map_err(|source| KeystoneError::Unreachable {
-                auth_url: url.clone(),
-                source,
-            })?;
+        let subject = response.headers().get("x-subject-token").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body =
+            response.text().await.map_err(|source| KeystoneError::Unreachable { auth_url: url.clone(), source })?;
         if !status.is_success() {
-            return Err(KeystoneError::Refused {
-                auth_url: url.clone(),
-                status,
-                reason: summarize_body(&body),
-            });
+            return Err(KeystoneError::Refused { auth_url: url.clone(), status, reason: summarize_body(&body) });
         }
-        let malformed = |reason: &str| KeystoneError::Malformed {
-            auth_url: url.clone(),
-            reason: reason.to_owned(),
-        };
+        let malformed = |reason: &str| KeystoneError::Malformed { auth_url: url.clone(), reason: reason.to_owned() };
         let id = subject.ok_or_else(|| malformed("no X-Subject-Token header"))?;
         let json: Value = serde_json::from_str(&body).map_err(|_| malformed("body is not JSON"))?;
         let expires_at = json
@@ -143,15 +115,9 @@ impl ServiceTokenSource {
             .and_then(Value::as_str)
             .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
             .ok_or_else(|| malformed("no valid token.expires_at"))?;
-        let catalog =
-            ServiceCatalog::from_json(json.pointer("/token/catalog").unwrap_or(&Value::Null));
+        let catalog = ServiceCatalog::from_json(json.pointer("/token/catalog").unwrap_or(&Value::Null));
         info!(%expires_at, "obtained a service token");
-        Ok(ServiceToken {
-            id,
-            expires_at,
-            issued_at: OffsetDateTime::now_utc(),
-            catalog,
-        })
+        Ok(ServiceToken { id, expires_at, issued_at: OffsetDateTime::now_utc(), catalog })
     }
 }
 
@@ -175,15 +141,11 @@ fn password_body(p: &PasswordCredentials) -> Value {
     if p.user_id.is_none() {
         user["domain"] = domain_ref(p.user_domain_id.as_deref(), p.user_domain_name.as_deref());
     }
-    let mut body =
-        json!({"auth": {"identity": {"methods": ["password"], "password": {"user": user}}}});
+    let mut body = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": user}}}});
     if p.project_id.is_some() || p.project_name.is_some() {
         let mut project = identity_ref(p.project_id.as_deref(), p.project_name.as_deref());
         if p.project_id.is_none() {
-            project["domain"] = domain_ref(
-                p.project_domain_id.as_deref(),
-                p.project_domain_name.as_deref(),
-            );
+            project["domain"] = domain_ref(p.project_domain_id.as_deref(), p.project_domain_name.as_deref());
         }
         body["auth"]["scope"] = json!({"project": project});
     }
@@ -226,18 +188,9 @@ mod tests {
 
     #[test]
     fn tokens_url_accepts_both_auth_url_forms() {
-        assert_eq!(
-            tokens_url("http://ks:5000"),
-            "http://ks:5000/v3/auth/tokens"
-        );
-        assert_eq!(
-            tokens_url("http://ks:5000/v3/"),
-            "http://ks:5000/v3/auth/tokens"
-        );
-        assert_eq!(
-            tokens_url("https://ks/identity/v3"),
-            "https://ks/identity/v3/auth/tokens"
-        );
+        assert_eq!(tokens_url("http://ks:5000"), "http://ks:5000/v3/auth/tokens");
+        assert_eq!(tokens_url("http://ks:5000/v3/"), "http://ks:5000/v3/auth/tokens");
+        assert_eq!(tokens_url("https://ks/identity/v3"), "https://ks/identity/v3/auth/tokens");
     }
 
     #[test]

@@ -42,8 +42,5 @@ pub use error::{GlanceError, KeystoneError};
 pub use image::{ImageMeta, ImagePatch, ImageStatus, ImageUpdate, PatchOp};
 pub use keystone::{ServiceToken, ServiceTokenSource};
 pub use list::{ImageQuery, SortDir, DEFAULT_PAGE_SIZE};
-pub use options::{
-    ApplicationCredential, GlanceOptions, PasswordCredentials, ServiceCredentials,
-    ServiceUserOptions,
-};
+pub use options::{ApplicationCredential, GlanceOptions, PasswordCredentials, ServiceCredentials, ServiceUserOptions};
 pub use upload::{FileSource, ImageSource, OpenedSource, ProgressFn, UploadProgress, UPLOAD_CHUNK};

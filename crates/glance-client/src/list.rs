@@ -28,12 +28,7 @@ pub struct ImageQuery {
 
 impl Default for ImageQuery {
     fn default() -> Self {
-        Self {
-            filters: Vec::new(),
-            sort_key: None,
-            sort_dir: None,
-            page_size: DEFAULT_PAGE_SIZE,
-        }
+        Self { filters: Vec::new(), sort_key: None, sort_dir: None, page_size: DEFAULT_PAGE_SIZE }
     }
 }
 
@@ -100,10 +95,7 @@ mod tests {
             "v2/images?image_type=backup&backup_type=daily&instance_uuid=u-1&limit=200&sort_key=created_at&sort_dir=desc"
         );
         assert_eq!(
-            ImageQuery::new()
-                .filter("a b", "c&d")
-                .page_size(0)
-                .first_page_path(),
+            ImageQuery::new().filter("a b", "c&d").page_size(0).first_page_path(),
             "v2/images?a+b=c%26d&limit=1"
         );
     }

@@ -123,10 +123,7 @@ impl std::fmt::Debug for ServiceCredentials {
             Self::Password(p) => f
                 .debug_struct("Password")
                 .field("user", &p.user_id.as_ref().or(p.username.as_ref()))
-                .field(
-                    "project",
-                    &p.project_id.as_ref().or(p.project_name.as_ref()),
-                )
+                .field("project", &p.project_id.as_ref().or(p.project_name.as_ref()))
                 .field("password", &"***")
                 .finish(),
             Self::ApplicationCredential(a) => f
@@ -163,11 +160,7 @@ mod tests {
         });
         let text = format!("{creds:?}");
         assert!(text.contains("nova") && !text.contains("s3cret"), "{text}");
-        let app = ApplicationCredential {
-            id: Some("ac".into()),
-            secret: "s3cret".into(),
-            ..Default::default()
-        };
+        let app = ApplicationCredential { id: Some("ac".into()), secret: "s3cret".into(), ..Default::default() };
         assert!(!format!("{app:?}").contains("s3cret"));
     }
 }

@@ -28,8 +28,8 @@ use tokio_util::io::ReaderStream;
 use tracing::{info, warn};
 
 use crate::client::{
-    auth_headers, connection_failed, error_chain, image_from_response, join, not_deleted,
-    server_of, status_error, GlanceClient, RETRY_PAUSE,
+    auth_headers, connection_failed, error_chain, image_from_response, join, not_deleted, server_of, status_error,
+    GlanceClient, RETRY_PAUSE,
 };
 use crate::context::RequestContext;
 use crate::error::GlanceError;
@@ -94,10 +94,7 @@ impl ImageSource for FileSource {
         let len = file.metadata().await?.len();
         // tokio reads at most 2 MiB per blocking call by default; match the chunk size.
         file.set_max_buf_size(UPLOAD_CHUNK);
-        Ok(OpenedSource {
-            reader: Box::pin(file),
-            len,
-        })
+        Ok(OpenedSource { reader: Box::pin(file), len })
     }
 
     fn describe(&self) -> String {
@@ -182,10 +179,7 @@ impl GlanceClient {
             let opened = source.open().await.map_err(|e| source_error(image_id, e))?;
             let len = opened.len;
             info!(image_id, attempt, bytes = len, source = %source.describe(), request_id = ctx.global_request_id.as_deref(), "uploading image data");
-            let failure = match self
-                .put_file(ctx, image_id, opened, attempt, progress.clone())
-                .await?
-            {
+            let failure = match self.put_file(ctx, image_id, opened, attempt, progress.clone()).await? {
                 Attempt::Stored { sha512 } => {
                     let image = self.get(ctx, image_id).await?;
                     verify_stored(&image, len, &sha512)?;
@@ -215,10 +209,7 @@ impl GlanceClient {
             warn!(image_id, attempt, retries = self.num_retries, error = %failure, request_id = ctx.global_request_id.as_deref(), "image upload failed; retrying once the image is queued again");
             if let Some(image) = self.wait_until_requeued(ctx, image_id, &failure).await? {
                 // The previous attempt was stored after all (the response was lost).
-                warn!(
-                    image_id,
-                    "image became active after a failed attempt; checking its size only"
-                );
+                warn!(image_id, "image became active after a failed attempt; checking its size only");
                 verify_size(&image, len)?;
                 return Ok(image);
             }
@@ -238,18 +229,8 @@ impl GlanceClient {
         let base = self.base_url(ctx, &credentials)?;
         let url = join(&base, &format!("v2/images/{image_id}/file"))?;
         let len = opened.len;
-        let sent = Arc::new(Mutex::new(Sent {
-            hasher: Sha512::new(),
-            bytes: 0,
-            last_report: Instant::now(),
-        }));
-        let body = hashing_body(
-            opened,
-            Arc::clone(&sent),
-            image_id,
-            attempt,
-            progress.clone(),
-        );
+        let sent = Arc::new(Mutex::new(Sent { hasher: Sha512::new(), bytes: 0, last_report: Instant::now() }));
+        let body = hashing_body(opened, Arc::clone(&sent), image_id, attempt, progress.clone());
         let response = self
             .http
             .put(url)
@@ -271,9 +252,7 @@ impl GlanceClient {
                         detail: format!("sent {} bytes, the source announced {len}", sent.bytes),
                     }));
                 }
-                return Ok(Attempt::Stored {
-                    sha512: hex::encode(sent.hasher.clone().finalize()),
-                });
+                return Ok(Attempt::Stored { sha512: hex::encode(sent.hasher.clone().finalize()) });
             }
             Ok(response) => response,
             Err(e) => {
@@ -291,9 +270,7 @@ impl GlanceClient {
         let error = status_error(image_id, response).await;
         Ok(match status {
             s if s.is_server_error() => Attempt::Retryable(connection_failed(&base, error)),
-            StatusCode::UNAUTHORIZED if self.renew(&credentials).await => {
-                Attempt::Unauthorized(error)
-            }
+            StatusCode::UNAUTHORIZED if self.renew(&credentials).await => Attempt::Unauthorized(error),
             _ => Attempt::Fatal(error),
         })
     }
@@ -337,10 +314,7 @@ impl GlanceClient {
                         })
                     }
                 },
-                Err(
-                    e
-                    @ (GlanceError::ImageNotFound { .. } | GlanceError::ImageNotAuthorized { .. }),
-                ) => return Err(e),
+                Err(e @ (GlanceError::ImageNotFound { .. } | GlanceError::ImageNotAuthorized { .. })) => return Err(e),
                 Err(e) => warn!(image_id, error = %e, "image status unavailable; still waiting"),
             }
             if Instant::now() >= deadline || unanswered >= unanswered_budget {
@@ -350,23 +324,13 @@ impl GlanceClient {
     }
 
     /// A single GET without the retry loop (the caller polls).
-    async fn get_once(
-        &self,
-        ctx: &RequestContext,
-        image_id: &str,
-    ) -> Result<ImageMeta, GlanceError> {
+    async fn get_once(&self, ctx: &RequestContext, image_id: &str) -> Result<ImageMeta, GlanceError> {
         let credentials = self.credentials().await?;
         let base = self.base_url(ctx, &credentials)?;
         let url = join(&base, &format!("v2/images/{image_id}"))?;
-        let response = self
-            .http
-            .get(url)
-            .headers(auth_headers(ctx, &credentials))
-            .send()
-            .await
-            .map_err(|e| GlanceError::GlanceConnectionFailed {
-                server: server_of(&base),
-                reason: error_chain(&e),
+        let response =
+            self.http.get(url).headers(auth_headers(ctx, &credentials)).send().await.map_err(|e| {
+                GlanceError::GlanceConnectionFailed { server: server_of(&base), reason: error_chain(&e) }
             })?;
         if !response.status().is_success() {
             return Err(status_error(image_id, response).await);
@@ -393,10 +357,7 @@ fn hashing_body(
         state.hasher.update(&chunk);
         state.bytes += chunk.len() as u64;
         let done = state.bytes >= total;
-        if let Some(report) = progress
-            .as_ref()
-            .filter(|_| done || state.last_report.elapsed() >= PROGRESS_INTERVAL)
-        {
+        if let Some(report) = progress.as_ref().filter(|_| done || state.last_report.elapsed() >= PROGRESS_INTERVAL) {
             state.last_report = Instant::now();
             report(&UploadProgress {
                 image_id: image_id.clone(),
@@ -415,17 +376,11 @@ fn hashing_body(
 /// (its default `hashing_algorithm`), our digest.
 fn verify_stored(image: &ImageMeta, len: u64, sha512: &str) -> Result<(), GlanceError> {
     verify_size(image, len)?;
-    match (
-        image.os_hash_algo.as_deref(),
-        image.os_hash_value.as_deref(),
-    ) {
+    match (image.os_hash_algo.as_deref(), image.os_hash_value.as_deref()) {
         (Some("sha512"), Some(value)) if value.eq_ignore_ascii_case(sha512) => Ok(()),
         (Some("sha512"), value) => Err(GlanceError::ImageDataMismatch {
             image_id: image.id.clone(),
-            detail: format!(
-                "Glance's sha512 is {}, the data sent hashes to {sha512}",
-                value.unwrap_or("missing")
-            ),
+            detail: format!("Glance's sha512 is {}, the data sent hashes to {sha512}", value.unwrap_or("missing")),
         }),
         (algo, _) => {
             warn!(image_id = %image.id, algo, "Glance does not hash with sha512; only the size was checked");
@@ -436,10 +391,7 @@ fn verify_stored(image: &ImageMeta, len: u64, sha512: &str) -> Result<(), Glance
 
 fn verify_size(image: &ImageMeta, len: u64) -> Result<(), GlanceError> {
     if image.status != ImageStatus::Active {
-        return Err(GlanceError::ImageUploadFailed {
-            image_id: image.id.clone(),
-            status: image.status.to_string(),
-        });
+        return Err(GlanceError::ImageUploadFailed { image_id: image.id.clone(), status: image.status.to_string() });
     }
     if image.size != Some(len) {
         return Err(GlanceError::ImageDataMismatch {
@@ -451,10 +403,7 @@ fn verify_size(image: &ImageMeta, len: u64) -> Result<(), GlanceError> {
 }
 
 fn source_error(image_id: &str, source: io::Error) -> GlanceError {
-    GlanceError::SourceRead {
-        image_id: image_id.to_owned(),
-        source,
-    }
+    GlanceError::SourceRead { image_id: image_id.to_owned(), source }
 }
 
 /// A read error of the source, if that is what ended the request (it is wrapped inside
@@ -463,9 +412,7 @@ fn source_failure(error: &reqwest::Error) -> Option<io::Error> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = cause {
         if let Some(io) = e.downcast_ref::<io::Error>() {
-            if error.is_body()
-                && io.kind() != io::ErrorKind::ConnectionReset
-                && io.kind() != io::ErrorKind::BrokenPipe
+            if error.is_body() && io.kind() != io::ErrorKind::ConnectionReset && io.kind() != io::ErrorKind::BrokenPipe
             {
                 return Some(io::Error::new(io.kind(), io.to_string()));
             }
@@ -479,15 +426,9 @@ fn source_failure(error: &reqwest::Error) -> Option<io::Error> {
 fn clone_failure(failure: &GlanceError) -> GlanceError {
     match failure {
         GlanceError::GlanceConnectionFailed { server, reason } => {
-            GlanceError::GlanceConnectionFailed {
-                server: server.clone(),
-                reason: reason.clone(),
-            }
+            GlanceError::GlanceConnectionFailed { server: server.clone(), reason: reason.clone() }
         }
-        other => GlanceError::GlanceConnectionFailed {
-            server: String::new(),
-            reason: other.to_string(),
-        },
+        other => GlanceError::GlanceConnectionFailed { server: String::new(), reason: other.to_string() },
     }
 }
 
@@ -510,20 +451,12 @@ mod tests {
     #[test]
     fn verify_rejects_other_hash_and_size() {
         let image = |size: u64, hash: &str| {
-            ImageMeta::from_json(
-                serde_json::json!({"id": "i", "status": "active", "size": size,
-                "os_hash_algo": "sha512", "os_hash_value": hash}),
-            )
+            ImageMeta::from_json(serde_json::json!({"id": "i", "status": "active", "size": size,
+                "os_hash_algo": "sha512", "os_hash_value": hash}))
             .unwrap()
         };
         assert!(verify_stored(&image(3, "ab"), 3, "AB").is_ok());
-        assert!(matches!(
-            verify_stored(&image(3, "ab"), 3, "cd"),
-            Err(GlanceError::ImageDataMismatch { .. })
-        ));
-        assert!(matches!(
-            verify_stored(&image(4, "ab"), 3, "ab"),
-            Err(GlanceError::ImageDataMismatch { .. })
-        ));
+        assert!(matches!(verify_stored(&image(3, "ab"), 3, "cd"), Err(GlanceError::ImageDataMismatch { .. })));
+        assert!(matches!(verify_stored(&image(4, "ab"), 3, "ab"), Err(GlanceError::ImageDataMismatch { .. })));
     }
 }

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use glance_client::{
-    GlanceClient, GlanceError, GlanceOptions, ImageSource, ImageStatus, OpenedSource,
-    PasswordCredentials, RequestContext, ServiceCredentials, ServiceUserOptions,
+    GlanceClient, GlanceError, GlanceOptions, ImageSource, ImageStatus, OpenedSource, PasswordCredentials,
+    RequestContext, ServiceCredentials, ServiceUserOptions,
 };
 use serde_json::{json, Value};
 use sha2::{Digest, Sha512};
@@ -73,11 +73,7 @@ impl Reply {
     }
 
     fn empty(status: u16) -> Self {
-        Self {
-            status,
-            headers: Vec::new(),
-            body: Vec::new(),
-        }
+        Self { status, headers: Vec::new(), body: Vec::new() }
     }
 }
 
@@ -135,11 +131,7 @@ fn reason_phrase(status: u16) -> &'static str {
 
 /// Reads one request (whole body included, so a refusal is never a reset connection), answers
 /// it and closes the connection.
-async fn serve_one(
-    stream: TcpStream,
-    handler: Handler,
-    seen: Arc<Mutex<Vec<Seen>>>,
-) -> io::Result<()> {
+async fn serve_one(stream: TcpStream, handler: Handler, seen: Arc<Mutex<Vec<Seen>>>) -> io::Result<()> {
     let mut stream = BufReader::new(stream);
     let mut line = String::new();
     if stream.read_line(&mut line).await? == 0 {
@@ -167,18 +159,10 @@ async fn serve_one(
         Some("chunked"),
         "the fake reads Content-Length bodies only"
     );
-    let len = headers
-        .get("content-length")
-        .map_or(0, |v| v.parse::<usize>().unwrap());
+    let len = headers.get("content-length").map_or(0, |v| v.parse::<usize>().unwrap());
     let mut body = vec![0; len];
     stream.read_exact(&mut body).await?;
-    let mut request = Seen {
-        method,
-        path,
-        headers,
-        body,
-        status: 0,
-    };
+    let mut request = Seen { method, path, headers, body, status: 0 };
     let reply = handler(&request);
     request.status = reply.status;
     // Recorded before the client can see the answer.
@@ -243,11 +227,7 @@ struct Image {
 
 fn image_json(glance_url: &str, image: &Image) -> Value {
     let (size, checksum, hash) = match &image.data {
-        Some(data) => (
-            json!(data.len()),
-            json!(DATA_MD5),
-            json!(hex::encode(Sha512::digest(data))),
-        ),
+        Some(data) => (json!(data.len()), json!(DATA_MD5), json!(hex::encode(Sha512::digest(data)))),
         None => (Value::Null, Value::Null, Value::Null),
     };
     json!({
@@ -284,10 +264,7 @@ fn image_json(glance_url: &str, image: &Image) -> Value {
 /// One `queued` image: `GET /v2/images/{id}` and `PUT /v2/images/{id}/file` (queued → active),
 /// after `refuse` had its say.
 async fn fake_glance(refuse: Refuse) -> FakeServer {
-    let image = Mutex::new(Image {
-        status: "queued",
-        data: None,
-    });
+    let image = Mutex::new(Image { status: "queued", data: None });
     FakeServer::start(Arc::new(move |request: &Seen| {
         if refuse(request) {
             let mut reply = Reply::json(
@@ -295,18 +272,13 @@ async fn fake_glance(refuse: Refuse) -> FakeServer {
                 &json!({"error": {"code": 401, "title": "Unauthorized",
                     "message": "The request you have made requires authentication."}}),
             );
-            reply.headers.push((
-                "WWW-Authenticate",
-                "Keystone uri=\"http://127.0.0.1:5000\"".to_owned(),
-            ));
+            reply.headers.push(("WWW-Authenticate", "Keystone uri=\"http://127.0.0.1:5000\"".to_owned()));
             return reply;
         }
         let mut image = image.lock().unwrap();
         let image_path = format!("/v2/images/{IMAGE_ID}");
         match (request.method.as_str(), request.path.as_str()) {
-            ("GET", p) if p == image_path => {
-                Reply::json(200, &image_json("http://127.0.0.1:9292", &image))
-            }
+            ("GET", p) if p == image_path => Reply::json(200, &image_json("http://127.0.0.1:9292", &image)),
             ("PUT", p) if p == format!("{image_path}/file") => {
                 if image.status != "queued" {
                     return Reply::json(409, &json!({"message": "image is not queued"}));
@@ -341,10 +313,7 @@ struct MemorySource {
 impl ImageSource for MemorySource {
     async fn open(&self) -> io::Result<OpenedSource> {
         self.opened.fetch_add(1, Ordering::SeqCst);
-        Ok(OpenedSource {
-            reader: Box::pin(io::Cursor::new(self.data.clone())),
-            len: self.data.len() as u64,
-        })
+        Ok(OpenedSource { reader: Box::pin(io::Cursor::new(self.data.clone())), len: self.data.len() as u64 })
     }
 
     fn describe(&self) -> String {
@@ -353,10 +322,7 @@ impl ImageSource for MemorySource {
 }
 
 fn glance_client(glance: &FakeServer, keystone: &FakeServer) -> GlanceClient {
-    let options = GlanceOptions {
-        api_servers: vec![glance.url.clone()],
-        ..Default::default()
-    };
+    let options = GlanceOptions { api_servers: vec![glance.url.clone()], ..Default::default() };
     let service_user = ServiceUserOptions {
         send_service_user_token: true,
         auth_url: format!("{}/v3", keystone.url),
@@ -387,36 +353,15 @@ fn context() -> RequestContext {
 /// request was a password token request for the service user.
 fn assert_headers_and_token_requests(glance: &FakeServer, keystone: &FakeServer) {
     for request in glance.seen() {
-        assert_eq!(
-            request.header("x-auth-token"),
-            Some(USER_TOKEN),
-            "{} {}",
-            request.method,
-            request.path
-        );
-        assert_eq!(
-            request.header("x-openstack-request-id"),
-            Some(REQUEST_ID),
-            "{} {}",
-            request.method,
-            request.path
-        );
+        assert_eq!(request.header("x-auth-token"), Some(USER_TOKEN), "{} {}", request.method, request.path);
+        assert_eq!(request.header("x-openstack-request-id"), Some(REQUEST_ID), "{} {}", request.method, request.path);
     }
     for request in keystone.seen() {
-        assert_eq!(
-            (request.method.as_str(), request.path.as_str()),
-            ("POST", "/v3/auth/tokens")
-        );
+        assert_eq!((request.method.as_str(), request.path.as_str()), ("POST", "/v3/auth/tokens"));
         assert_eq!(request.header("x-auth-token"), None);
         let body: Value = serde_json::from_slice(&request.body).unwrap();
-        assert_eq!(
-            body.pointer("/auth/identity/password/user/name"),
-            Some(&json!("nova"))
-        );
-        assert_eq!(
-            body.pointer("/auth/scope/project/name"),
-            Some(&json!("service"))
-        );
+        assert_eq!(body.pointer("/auth/identity/password/user/name"), Some(&json!("nova")));
+        assert_eq!(body.pointer("/auth/scope/project/name"), Some(&json!("service")));
     }
 }
 
@@ -425,21 +370,12 @@ fn exchanges(glance: &FakeServer) -> Vec<(String, String, u16)> {
     glance
         .seen()
         .iter()
-        .map(|r| {
-            (
-                r.method.clone(),
-                service_token(r).unwrap_or("<none>").to_owned(),
-                r.status,
-            )
-        })
+        .map(|r| (r.method.clone(), service_token(r).unwrap_or("<none>").to_owned(), r.status))
         .collect()
 }
 
 fn owned(expected: &[(&str, &str, u16)]) -> Vec<(String, String, u16)> {
-    expected
-        .iter()
-        .map(|(m, t, s)| ((*m).to_owned(), (*t).to_owned(), *s))
-        .collect()
+    expected.iter().map(|(m, t, s)| ((*m).to_owned(), (*t).to_owned(), *s)).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -458,17 +394,11 @@ async fn a_401_renews_the_service_token_once_and_the_request_succeeds() {
         assert_eq!(image.id, IMAGE_ID);
         assert_eq!(image.status, ImageStatus::Queued);
         assert_eq!(issued.load(Ordering::SeqCst), 2, "exactly one renewal");
-        assert_eq!(
-            exchanges(&glance),
-            owned(&[("GET", "svc-1", 401), ("GET", "svc-2", 200)])
-        );
+        assert_eq!(exchanges(&glance), owned(&[("GET", "svc-1", 401), ("GET", "svc-2", 200)]));
         // The renewed token is cached: the next call asks Keystone nothing.
         client.get(&ctx, IMAGE_ID).await.unwrap();
         assert_eq!(issued.load(Ordering::SeqCst), 2);
-        assert_eq!(
-            exchanges(&glance).last().unwrap(),
-            &("GET".to_owned(), "svc-2".to_owned(), 200)
-        );
+        assert_eq!(exchanges(&glance).last().unwrap(), &("GET".to_owned(), "svc-2".to_owned(), 200));
         assert_headers_and_token_requests(&glance, &keystone);
 
         // Upload: the GET before the data is accepted with svc-1, then the PUT is refused
@@ -477,27 +407,17 @@ async fn a_401_renews_the_service_token_once_and_the_request_succeeds() {
         let glance = fake_glance(|r| r.method == "PUT" && service_token(r) == Some("svc-1")).await;
         let client = glance_client(&glance, &keystone);
         let data = data();
-        let source = MemorySource {
-            data: data.clone(),
-            opened: AtomicUsize::new(0),
-        };
+        let source = MemorySource { data: data.clone(), opened: AtomicUsize::new(0) };
 
         let image = client.upload(&ctx, IMAGE_ID, &source, None).await.unwrap();
         assert_eq!(image.status, ImageStatus::Active);
         assert_eq!(image.size, Some(DATA_LEN as u64));
-        assert_eq!(
-            image.os_hash_value.as_deref(),
-            Some(hex::encode(Sha512::digest(&data)).as_str())
-        );
+        assert_eq!(image.os_hash_value.as_deref(), Some(hex::encode(Sha512::digest(&data)).as_str()));
         assert_eq!(issued.load(Ordering::SeqCst), 2, "exactly one renewal");
         assert_eq!(source.opened.load(Ordering::SeqCst), 2, "one PUT again");
         let seen = exchanges(&glance);
         assert_eq!(seen[0], ("GET".to_owned(), "svc-1".to_owned(), 200));
-        let puts: Vec<_> = seen
-            .iter()
-            .filter(|(m, _, _)| m == "PUT")
-            .cloned()
-            .collect();
+        let puts: Vec<_> = seen.iter().filter(|(m, _, _)| m == "PUT").cloned().collect();
         assert_eq!(puts, owned(&[("PUT", "svc-1", 401), ("PUT", "svc-2", 204)]));
         let refused = seen.iter().position(|e| e.2 == 401).unwrap();
         assert!(
@@ -507,14 +427,8 @@ async fn a_401_renews_the_service_token_once_and_the_request_succeeds() {
         // Both PUTs carried the whole data with its exact length.
         for put in glance.seen().iter().filter(|r| r.method == "PUT") {
             assert_eq!(put.body, data);
-            assert_eq!(
-                put.header("content-length"),
-                Some(DATA_LEN.to_string().as_str())
-            );
-            assert_eq!(
-                put.header("x-openstack-image-size"),
-                Some(DATA_LEN.to_string().as_str())
-            );
+            assert_eq!(put.header("content-length"), Some(DATA_LEN.to_string().as_str()));
+            assert_eq!(put.header("x-openstack-image-size"), Some(DATA_LEN.to_string().as_str()));
         }
         assert_headers_and_token_requests(&glance, &keystone);
     })
@@ -544,21 +458,14 @@ async fn a_second_401_is_image_not_authorized_after_exactly_one_renewal() {
             other => panic!("expected ImageNotAuthorized, got {other:?}"),
         }
         assert_eq!(issued.load(Ordering::SeqCst), 2, "exactly one renewal");
-        assert_eq!(
-            exchanges(&glance),
-            owned(&[("GET", "svc-1", 401), ("GET", "svc-2", 401)]),
-            "no retry loop"
-        );
+        assert_eq!(exchanges(&glance), owned(&[("GET", "svc-1", 401), ("GET", "svc-2", 401)]), "no retry loop");
         assert_headers_and_token_requests(&glance, &keystone);
 
         // Upload: GETs are accepted, every PUT is refused.
         let (keystone, issued) = fake_keystone().await;
         let glance = fake_glance(|r| r.method == "PUT").await;
         let client = glance_client(&glance, &keystone);
-        let source = MemorySource {
-            data: data(),
-            opened: AtomicUsize::new(0),
-        };
+        let source = MemorySource { data: data(), opened: AtomicUsize::new(0) };
 
         let error = client.upload(&ctx, IMAGE_ID, &source, None).await.unwrap_err();
         assert!(
@@ -566,15 +473,8 @@ async fn a_second_401_is_image_not_authorized_after_exactly_one_renewal() {
             "expected ImageNotAuthorized, got {error:?}"
         );
         assert_eq!(issued.load(Ordering::SeqCst), 2, "exactly one renewal");
-        let puts: Vec<_> = exchanges(&glance)
-            .into_iter()
-            .filter(|(m, _, _)| m == "PUT")
-            .collect();
-        assert_eq!(
-            puts,
-            owned(&[("PUT", "svc-1", 401), ("PUT", "svc-2", 401)]),
-            "no retry loop"
-        );
+        let puts: Vec<_> = exchanges(&glance).into_iter().filter(|(m, _, _)| m == "PUT").collect();
+        assert_eq!(puts, owned(&[("PUT", "svc-1", 401), ("PUT", "svc-2", 401)]), "no retry loop");
         assert_eq!(source.opened.load(Ordering::SeqCst), 2);
         // Nothing more is sent once the error is returned.
         let sent = glance.seen().len();

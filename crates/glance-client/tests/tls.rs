@@ -11,12 +11,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use glance_client::{
-    FileSource, GlanceClient, GlanceError, GlanceOptions, ImageStatus, ImageUpdate,
-};
+use glance_client::{FileSource, GlanceClient, GlanceError, GlanceOptions, ImageStatus, ImageUpdate};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use serde_json::json;
 use support::*;
@@ -36,27 +33,18 @@ fn make_pki(dir: &Path) -> Pki {
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "glance-client tls test CA");
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    ca.distinguished_name.push(DnType::CommonName, "glance-client tls test CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
     let issuer = Issuer::new(ca, ca_key);
 
     let server_key = KeyPair::generate().expect("server key");
     // "127.0.0.1" becomes an IP address SAN, which is what rustls matches for an IP URL.
     let mut server = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-    server
-        .distinguished_name
-        .push(DnType::CommonName, "127.0.0.1");
+    server.distinguished_name.push(DnType::CommonName, "127.0.0.1");
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    let server_cert = server
-        .signed_by(&server_key, &issuer)
-        .expect("server certificate");
+    let server_cert = server.signed_by(&server_key, &issuer).expect("server certificate");
 
     let ca_file = dir.join("glance-ca.pem");
     std::fs::write(&ca_file, ca_cert.pem()).unwrap();
@@ -85,10 +73,7 @@ async fn start_proxy(pki: &Pki) -> (String, Arc<ProxyStats>) {
         .with_safe_default_protocol_versions()
         .expect("TLS versions")
         .with_no_client_auth()
-        .with_single_cert(
-            pki.server_chain.clone(),
-            PrivateKeyDer::Pkcs8(pki.server_key.clone_key()),
-        )
+        .with_single_cert(pki.server_chain.clone(), PrivateKeyDer::Pkcs8(pki.server_key.clone_key()))
         .expect("server certificate and key");
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -145,30 +130,15 @@ async fn image_round_trip_through(glance: &GlanceClient, name: &str) {
     assert_eq!(image.id, id);
     assert_eq!(image.status, ImageStatus::Queued);
 
-    let updated = glance
-        .update(&ctx, &id, &ImageUpdate::new().set("image_type", "snapshot"))
-        .await
-        .expect("update through TLS");
-    assert_eq!(
-        updated
-            .properties
-            .get("image_type")
-            .and_then(|v| v.as_str()),
-        Some("snapshot"),
-        "{updated:?}"
-    );
+    let updated =
+        glance.update(&ctx, &id, &ImageUpdate::new().set("image_type", "snapshot")).await.expect("update through TLS");
+    assert_eq!(updated.properties.get("image_type").and_then(|v| v.as_str()), Some("snapshot"), "{updated:?}");
 
     let dir = tempfile::tempdir().unwrap();
     let path = sparse_file(dir.path(), 2 * MIB);
-    let uploaded = glance
-        .upload(&ctx, &id, &FileSource::new(&path), None)
-        .await
-        .expect("upload through TLS");
+    let uploaded = glance.upload(&ctx, &id, &FileSource::new(&path), None).await.expect("upload through TLS");
     assert_eq!(uploaded.status, ImageStatus::Active);
-    assert_eq!(
-        uploaded.os_hash_value.as_deref(),
-        Some(sha512_file(&path).as_str())
-    );
+    assert_eq!(uploaded.os_hash_value.as_deref(), Some(sha512_file(&path).as_str()));
 
     glance.delete(&ctx, &id).await.expect("delete through TLS");
     let (status, _) = raw_image(SHARED_GLANCE, None, &id).await;
@@ -184,20 +154,11 @@ async fn cafile_trusts_the_glance_ca() {
     let pki = make_pki(dir.path());
     let (server, stats) = start_proxy(&pki).await;
 
-    let glance = GlanceClient::new(&options(&server, Some(&pki.ca_file), false), None)
-        .expect("client with cafile");
+    let glance = GlanceClient::new(&options(&server, Some(&pki.ca_file), false), None).expect("client with cafile");
     image_round_trip_through(&glance, "glance-client-tls-cafile").await;
 
-    assert!(
-        stats.handshakes.load(Ordering::SeqCst) >= 1,
-        "the calls did not go through the TLS proxy"
-    );
-    assert_eq!(
-        stats.refused.load(Ordering::SeqCst),
-        0,
-        "handshakes refused: {:?}",
-        stats.refusals.lock().unwrap()
-    );
+    assert!(stats.handshakes.load(Ordering::SeqCst) >= 1, "the calls did not go through the TLS proxy");
+    assert_eq!(stats.refused.load(Ordering::SeqCst), 0, "handshakes refused: {:?}", stats.refusals.lock().unwrap());
 }
 
 /// (2) Neither `cafile` nor `insecure`: the unknown CA is refused with a `GlanceConnectionFailed`
@@ -209,14 +170,7 @@ async fn unknown_ca_is_a_clear_connection_error_without_a_retry_storm() {
     let dir = tempfile::tempdir().unwrap();
     let pki = make_pki(dir.path());
     let (server, stats) = start_proxy(&pki).await;
-    let id = reserve_image(
-        SHARED_GLANCE,
-        None,
-        "glance-client-tls-untrusted",
-        "raw",
-        json!({}),
-    )
-    .await;
+    let id = reserve_image(SHARED_GLANCE, None, "glance-client-tls-untrusted", "raw", json!({})).await;
 
     let opts = options(&server, None, false);
     let glance = GlanceClient::new(&opts, None).expect("client without cafile");
@@ -226,18 +180,12 @@ async fn unknown_ca_is_a_clear_connection_error_without_a_retry_storm() {
         .expect("a refused certificate must not make the call hang");
     let elapsed = started.elapsed();
     // Clean up over plain HTTP before asserting.
-    let _ = reqwest::Client::new()
-        .delete(format!("{SHARED_GLANCE}/v2/images/{id}"))
-        .send()
-        .await;
+    let _ = reqwest::Client::new().delete(format!("{SHARED_GLANCE}/v2/images/{id}")).send().await;
 
     let err = result.expect_err("an untrusted server certificate must not be accepted");
     eprintln!("unknown CA after {elapsed:?}: {err}");
     match &err {
-        GlanceError::GlanceConnectionFailed {
-            server: host,
-            reason,
-        } => {
+        GlanceError::GlanceConnectionFailed { server: host, reason } => {
             assert_eq!(host, &server, "{err}");
             assert!(
                 reason.to_lowercase().contains("certificate"),
@@ -247,21 +195,10 @@ async fn unknown_ca_is_a_clear_connection_error_without_a_retry_storm() {
         other => panic!("expected GlanceConnectionFailed, got {other:?}"),
     }
     let attempts = stats.accepted.load(Ordering::SeqCst);
-    assert_eq!(
-        attempts,
-        opts.num_retries + 1,
-        "expected one attempt plus num_retries, got {attempts} connections"
-    );
-    assert_eq!(
-        stats.handshakes.load(Ordering::SeqCst),
-        0,
-        "no handshake may succeed"
-    );
+    assert_eq!(attempts, opts.num_retries + 1, "expected one attempt plus num_retries, got {attempts} connections");
+    assert_eq!(stats.handshakes.load(Ordering::SeqCst), 0, "no handshake may succeed");
     // num_retries pauses of 1 s, plus local handshakes.
-    assert!(
-        elapsed < Duration::from_secs(u64::from(opts.num_retries) + 5),
-        "took {elapsed:?}"
-    );
+    assert!(elapsed < Duration::from_secs(u64::from(opts.num_retries) + 5), "took {elapsed:?}");
 }
 
 /// (3) `insecure = true` without `cafile`: verification is skipped and the calls work.
@@ -289,10 +226,7 @@ fn missing_cafile_is_a_configuration_error() {
         .expect_err("a missing cafile must be refused");
     match &err {
         GlanceError::InvalidConfig(reason) => {
-            assert!(
-                reason.contains(&missing.display().to_string()),
-                "the error should name the file: {reason}"
-            );
+            assert!(reason.contains(&missing.display().to_string()), "the error should name the file: {reason}");
         }
         other => panic!("expected InvalidConfig, got {other:?}"),
     }

@@ -24,22 +24,8 @@ async fn two_gib_upload_streams_with_small_memory() {
 
     let glance = client_for(SHARED_GLANCE);
     let ctx = context(None);
-    let id = reserve_image(
-        SHARED_GLANCE,
-        None,
-        "glance-client-2gib",
-        "raw",
-        serde_json::json!({}),
-    )
-    .await;
-    glance
-        .update(
-            &ctx,
-            &id,
-            &ImageUpdate::new().set("image_state", "available"),
-        )
-        .await
-        .unwrap();
+    let id = reserve_image(SHARED_GLANCE, None, "glance-client-2gib", "raw", serde_json::json!({})).await;
+    glance.update(&ctx, &id, &ImageUpdate::new().set("image_state", "available")).await.unwrap();
 
     let (rss_before, hwm_before) = memory();
     let peak_rss = Arc::new(AtomicU64::new(rss_before));
@@ -53,10 +39,7 @@ async fn two_gib_upload_streams_with_small_memory() {
         })
     };
     let started = std::time::Instant::now();
-    let image = glance
-        .upload(&ctx, &id, &FileSource::new(&path), Some(progress))
-        .await
-        .unwrap();
+    let image = glance.upload(&ctx, &id, &FileSource::new(&path), Some(progress)).await.unwrap();
     let seconds = started.elapsed().as_secs_f64();
     let (_, hwm_after) = memory();
 
@@ -76,14 +59,7 @@ async fn two_gib_upload_streams_with_small_memory() {
         growth / MIB,
         MAX_GROWTH / MIB
     );
-    assert!(
-        reports.load(Ordering::Relaxed) >= 2,
-        "progress was reported"
-    );
-    assert!(
-        growth < MAX_GROWTH,
-        "peak resident memory grew by {} MiB",
-        growth / MIB
-    );
+    assert!(reports.load(Ordering::Relaxed) >= 2, "progress was reported");
+    assert!(growth < MAX_GROWTH, "peak resident memory grew by {} MiB", growth / MIB);
     glance.delete(&ctx, &id).await.unwrap();
 }

@@ -32,34 +32,22 @@ pub struct RootDisk {
 impl RootDisk {
     /// Reads the root disk from a domain XML document.
     pub fn from_domain_xml(xml: &str) -> Result<Self, SnapshotError> {
-        let doc = roxmltree::Document::parse(xml).map_err(|e| SnapshotError::NoRootDisk {
-            reason: format!("unparsable domain XML: {e}"),
-        })?;
+        let doc = roxmltree::Document::parse(xml)
+            .map_err(|e| SnapshotError::NoRootDisk { reason: format!("unparsable domain XML: {e}") })?;
         let disk = doc
             .descendants()
-            .filter(|n| {
-                n.has_tag_name("disk") && n.parent().is_some_and(|p| p.has_tag_name("devices"))
-            })
+            .filter(|n| n.has_tag_name("disk") && n.parent().is_some_and(|p| p.has_tag_name("devices")))
             .find(|n| n.attribute("device").unwrap_or("disk") == "disk")
-            .ok_or_else(|| SnapshotError::NoRootDisk {
-                reason: "the domain has no disk".into(),
-            })?;
+            .ok_or_else(|| SnapshotError::NoRootDisk { reason: "the domain has no disk".into() })?;
         let child = |name: &str| disk.children().find(|c| c.has_tag_name(name));
         let target = child("target")
             .and_then(|t| t.attribute("dev"))
-            .ok_or_else(|| SnapshotError::NoRootDisk {
-                reason: "disk without <target dev>".into(),
-            })?
+            .ok_or_else(|| SnapshotError::NoRootDisk { reason: "disk without <target dev>".into() })?
             .to_owned();
-        let format = child("driver")
-            .and_then(|d| d.attribute("type"))
-            .unwrap_or("raw")
-            .to_owned();
+        let format = child("driver").and_then(|d| d.attribute("type")).unwrap_or("raw").to_owned();
         let source = child("source");
         let attr = |name: &str| source.and_then(|s| s.attribute(name)).map(str::to_owned);
-        let missing = |what: &str| SnapshotError::NoRootDisk {
-            reason: format!("disk {target} has no {what}"),
-        };
+        let missing = |what: &str| SnapshotError::NoRootDisk { reason: format!("disk {target} has no {what}") };
         let source = match disk.attribute("type").unwrap_or("file") {
             "file" => DiskSource::File(attr("file").ok_or_else(|| missing("source file"))?.into()),
             "block" => DiskSource::Block(attr("dev").ok_or_else(|| missing("source dev"))?.into()),
@@ -73,11 +61,7 @@ impl RootDisk {
                 })
             }
         };
-        Ok(RootDisk {
-            target,
-            source,
-            format,
-        })
+        Ok(RootDisk { target, source, format })
     }
 
     /// The host path of a file or block disk.
@@ -104,9 +88,9 @@ impl RootDisk {
             DiskSource::Network { protocol, name } if protocol == "rbd" => {
                 Err(SnapshotError::RbdNotSupported { name: name.clone() })
             }
-            DiskSource::Network { protocol, name } => Err(SnapshotError::NoRootDisk {
-                reason: format!("network disk {protocol}:{name} is not supported"),
-            }),
+            DiskSource::Network { protocol, name } => {
+                Err(SnapshotError::NoRootDisk { reason: format!("network disk {protocol}:{name} is not supported") })
+            }
             DiskSource::File(p) | DiskSource::Block(p) => Ok(p),
         }
     }
@@ -137,10 +121,7 @@ impl BackingChain {
 
     fn from_infos(infos: Vec<ImageInfo>) -> Result<Self, SnapshotError> {
         if infos.is_empty() {
-            return Err(SnapshotError::QemuImg {
-                command: "info",
-                message: "empty chain".into(),
-            });
+            return Err(SnapshotError::QemuImg { command: "info", message: "empty chain".into() });
         }
         let layers = infos
             .into_iter()
@@ -171,11 +152,7 @@ impl BackingChain {
     /// Host bytes allocated by the whole chain, capped at the virtual size:
     /// an upper bound of the data a standalone copy holds.
     pub fn allocation(&self) -> u64 {
-        self.layers
-            .iter()
-            .map(|l| l.actual_size)
-            .sum::<u64>()
-            .min(self.virtual_size().max(1))
+        self.layers.iter().map(|l| l.actual_size).sum::<u64>().min(self.virtual_size().max(1))
     }
 }
 
@@ -184,22 +161,13 @@ impl BackingChain {
 pub fn mirror_of(xml: &str, target: &str) -> Option<(PathBuf, bool)> {
     let doc = roxmltree::Document::parse(xml).ok()?;
     let disk = doc.descendants().find(|n| {
-        n.has_tag_name("disk")
-            && n.children()
-                .any(|c| c.has_tag_name("target") && c.attribute("dev") == Some(target))
+        n.has_tag_name("disk") && n.children().any(|c| c.has_tag_name("target") && c.attribute("dev") == Some(target))
     })?;
     let mirror = disk.children().find(|c| c.has_tag_name("mirror"))?;
     let file = mirror.attribute("file").map(str::to_owned).or_else(|| {
-        mirror
-            .children()
-            .find(|c| c.has_tag_name("source"))
-            .and_then(|s| s.attribute("file"))
-            .map(str::to_owned)
+        mirror.children().find(|c| c.has_tag_name("source")).and_then(|s| s.attribute("file")).map(str::to_owned)
     })?;
-    Some((
-        PathBuf::from(file),
-        mirror.attribute("ready") == Some("yes"),
-    ))
+    Some((PathBuf::from(file), mirror.attribute("ready") == Some("yes")))
 }
 
 /// Whether the domain XML has the qemu-guest-agent channel
@@ -208,13 +176,9 @@ pub fn has_agent_channel(xml: &str) -> bool {
     let Ok(doc) = roxmltree::Document::parse(xml) else {
         return false;
     };
-    doc.descendants()
-        .filter(|n| n.has_tag_name("channel"))
-        .any(|c| {
-            c.children().any(|t| {
-                t.has_tag_name("target") && t.attribute("name") == Some("org.qemu.guest_agent.0")
-            })
-        })
+    doc.descendants().filter(|n| n.has_tag_name("channel")).any(|c| {
+        c.children().any(|t| t.has_tag_name("target") && t.attribute("name") == Some("org.qemu.guest_agent.0"))
+    })
 }
 
 /// The target files named in a backup job's XML (`virDomainBackupGetXMLDesc`).
@@ -252,10 +216,7 @@ mod tests {
         let d = RootDisk::from_domain_xml(FILE_XML).unwrap();
         assert_eq!(d.target, "vda");
         assert_eq!(d.format, "qcow2");
-        assert_eq!(
-            d.source,
-            DiskSource::File("/var/lib/nova/instances/u/disk".into())
-        );
+        assert_eq!(d.source, DiskSource::File("/var/lib/nova/instances/u/disk".into()));
         assert_eq!(d.source_type(), "qcow2");
     }
 
@@ -271,9 +232,7 @@ mod tests {
             <target dev='vda'/></disk></devices></domain>"#;
         let d = RootDisk::from_domain_xml(rbd).unwrap();
         assert_eq!(d.source_type(), "rbd");
-        assert!(
-            matches!(d.ensure_local(), Err(SnapshotError::RbdNotSupported { name }) if name == "vms/uuid_disk")
-        );
+        assert!(matches!(d.ensure_local(), Err(SnapshotError::RbdNotSupported { name }) if name == "vms/uuid_disk"));
     }
 
     #[test]
@@ -284,10 +243,7 @@ mod tests {
 
     #[test]
     fn mirror_and_backup_targets() {
-        assert_eq!(
-            mirror_of(FILE_XML, "vda"),
-            Some((PathBuf::from("/snap/tmp/x.delta"), true))
-        );
+        assert_eq!(mirror_of(FILE_XML, "vda"), Some((PathBuf::from("/snap/tmp/x.delta"), true)));
         assert_eq!(mirror_of(FILE_XML, "vdb"), None);
         let bx = "<domainbackup mode='push'><disks><disk name='vda' backup='yes' type='file'>\
                   <driver type='qcow2'/><target file='/snap/t/out'/></disk></disks></domainbackup>";
@@ -301,18 +257,8 @@ mod tests {
     fn chain_sizes() {
         let chain = BackingChain {
             layers: vec![
-                ChainLayer {
-                    path: "/top".into(),
-                    format: "qcow2".into(),
-                    virtual_size: 100,
-                    actual_size: 30,
-                },
-                ChainLayer {
-                    path: "/base".into(),
-                    format: "raw".into(),
-                    virtual_size: 100,
-                    actual_size: 90,
-                },
+                ChainLayer { path: "/top".into(), format: "qcow2".into(), virtual_size: 100, actual_size: 30 },
+                ChainLayer { path: "/base".into(), format: "raw".into(), virtual_size: 100, actual_size: 90 },
             ],
         };
         assert_eq!(chain.allocation(), 100);

@@ -13,9 +13,7 @@ use crate::disk::{BackingChain, RootDisk};
 use crate::error::SnapshotError;
 use crate::hypervisor::{domain_power_state, HostCapabilities, Hypervisor, PowerState};
 use crate::journal::{Journal, JournalEntry, Step};
-use crate::output::{
-    ensure_space, CancelToken, FileSink, ImageFormat, ImageSink, Progress, ProgressFn, WorkDir,
-};
+use crate::output::{ensure_space, CancelToken, FileSink, ImageFormat, ImageSink, Progress, ProgressFn, WorkDir};
 use crate::quiesce::{self, QuiescePolicy, QuiesceWindow};
 use crate::recovery::{self, RecoveryReport};
 use crate::strategy::{self, select_strategy, Ctx, LiveStrategy, SelectionInput, SnapshotStrategy};
@@ -106,9 +104,7 @@ impl SnapshotImage {
     }
     /// Bytes of the file (what an upload sends).
     pub fn size(&self) -> Result<u64, SnapshotError> {
-        std::fs::metadata(&self.path)
-            .map(|m| m.len())
-            .map_err(|e| SnapshotError::io("stat snapshot image", e))
+        std::fs::metadata(&self.path).map(|m| m.len()).map_err(|e| SnapshotError::io("stat snapshot image", e))
     }
 }
 
@@ -200,9 +196,7 @@ impl SnapshotEngine {
 
     fn discover(&self, uuid: &str) -> Result<Discovery, SnapshotError> {
         let domain = self.hv.domain(uuid)?;
-        let xml = domain
-            .xml_desc(0)
-            .map_err(|e| SnapshotError::for_domain("XMLDesc", uuid, e))?;
+        let xml = domain.xml_desc(0).map_err(|e| SnapshotError::for_domain("XMLDesc", uuid, e))?;
         let disk = RootDisk::from_domain_xml(&xml)?;
         let path = disk.ensure_local()?.to_owned();
         let power_state = domain_power_state(&domain, uuid)?;
@@ -210,14 +204,7 @@ impl SnapshotEngine {
         let chain = BackingChain::read(&path, &disk.format)?;
         // nova trusts hw_qemu_guest_agent; the XML tells whether a freeze can work.
         let agent_channel = crate::disk::has_agent_channel(&xml);
-        Ok(Discovery {
-            domain,
-            disk,
-            chain,
-            power_state,
-            caps,
-            agent_channel,
-        })
+        Ok(Discovery { domain, disk, chain, power_state, caps, agent_channel })
     }
 
     /// The strategy a snapshot of this instance would use now (blocking).
@@ -226,11 +213,7 @@ impl SnapshotEngine {
         self.choose(&d, None)
     }
 
-    fn choose(
-        &self,
-        d: &Discovery,
-        forced: Option<SnapshotStrategy>,
-    ) -> Result<SnapshotStrategy, SnapshotError> {
+    fn choose(&self, d: &Discovery, forced: Option<SnapshotStrategy>) -> Result<SnapshotStrategy, SnapshotError> {
         let input = SelectionInput {
             disable_libvirt_livesnapshot: self.cfg.disable_libvirt_livesnapshot,
             preferred: self.cfg.live_strategy,
@@ -242,38 +225,26 @@ impl SnapshotEngine {
         match forced {
             None => Ok(chosen),
             Some(SnapshotStrategy::Cold) => Ok(SnapshotStrategy::Cold),
-            Some(live) if chosen == SnapshotStrategy::Cold => {
-                Err(SnapshotError::StrategyUnavailable {
-                    strategy: live.as_str(),
-                    reason: "live snapshots are not possible for this domain now".into(),
-                })
-            }
-            Some(SnapshotStrategy::Backup) if !d.caps.backup => {
-                Err(SnapshotError::StrategyUnavailable {
-                    strategy: "backup",
-                    reason: "libvirt/QEMU on this host lack push-mode backup".into(),
-                })
-            }
-            Some(SnapshotStrategy::Mirror) if !d.caps.block_copy_transient => {
-                Err(SnapshotError::StrategyUnavailable {
-                    strategy: "mirror",
-                    reason: "libvirt on this host lacks transient block copy jobs".into(),
-                })
-            }
+            Some(live) if chosen == SnapshotStrategy::Cold => Err(SnapshotError::StrategyUnavailable {
+                strategy: live.as_str(),
+                reason: "live snapshots are not possible for this domain now".into(),
+            }),
+            Some(SnapshotStrategy::Backup) if !d.caps.backup => Err(SnapshotError::StrategyUnavailable {
+                strategy: "backup",
+                reason: "libvirt/QEMU on this host lack push-mode backup".into(),
+            }),
+            Some(SnapshotStrategy::Mirror) if !d.caps.block_copy_transient => Err(SnapshotError::StrategyUnavailable {
+                strategy: "mirror",
+                reason: "libvirt on this host lacks transient block copy jobs".into(),
+            }),
             Some(other) => Ok(other),
         }
     }
 
     /// Bytes the snapshot needs under `snapshots_directory` at its peak.
-    fn space_needed(
-        &self,
-        strategy: SnapshotStrategy,
-        chain: &BackingChain,
-        out: ImageFormat,
-    ) -> u64 {
+    fn space_needed(&self, strategy: SnapshotStrategy, chain: &BackingChain, out: ImageFormat) -> u64 {
         let data = chain.allocation();
-        let converts =
-            self.cfg.snapshot_compression || !matches!(out, ImageFormat::Raw | ImageFormat::Qcow2);
+        let converts = self.cfg.snapshot_compression || !matches!(out, ImageFormat::Raw | ImageFormat::Qcow2);
         let peak = match strategy {
             // The backup target, plus the converted output when not adopted.
             SnapshotStrategy::Backup => data + if converts { data } else { 0 },
@@ -298,11 +269,7 @@ impl SnapshotEngine {
         let compress = self.cfg.snapshot_compression;
         let taken = self.take(
             req,
-            |workdir, format| FileSink {
-                path: workdir.join(&name),
-                format,
-                compress,
-            },
+            |workdir, format| FileSink { path: workdir.join(&name), format, compress },
             progress,
             cancel,
         )?;
@@ -363,18 +330,13 @@ impl SnapshotEngine {
         let span = tracing::info_span!("snapshot", domain = uuid, strategy = strategy.as_str());
         let _enter = span.enter();
         tracing::info!(disk = d.disk.target, format = out_format.as_str(), power = ?d.power_state, "snapshot starting");
-        ensure_space(
-            &self.cfg.snapshots_directory,
-            self.space_needed(strategy, &d.chain, out_format),
-        )?;
+        ensure_space(&self.cfg.snapshots_directory, self.space_needed(strategy, &d.chain, out_format))?;
 
         let mut entry = self.journal.begin(uuid, strategy.as_str())?;
         // A panic (e.g. in a caller's progress callback or sink) is undone
         // like an error — the guards have run by then — and then resumed.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.run_strategy(
-                &d, strategy, out_format, req, make_sink, &mut entry, progress, cancel,
-            )
+            self.run_strategy(&d, strategy, out_format, req, make_sink, &mut entry, progress, cancel)
         }));
         let result = match result {
             Ok(r) => r,
@@ -386,10 +348,7 @@ impl SnapshotEngine {
         };
         match result {
             Ok((workdir, output, quiesce)) => {
-                tracing::info!(
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "snapshot taken"
-                );
+                tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "snapshot taken");
                 Ok(Taken {
                     output,
                     workdir,
@@ -426,9 +385,7 @@ impl SnapshotEngine {
         cancel: &CancelToken,
     ) -> Result<(WorkDir, S::Output, Option<QuiesceWindow>), SnapshotError> {
         let planned = WorkDir::plan(&self.cfg.snapshots_directory);
-        entry.push(Step::TempDir {
-            path: planned.clone(),
-        })?;
+        entry.push(Step::TempDir { path: planned.clone() })?;
         let workdir = WorkDir::create(planned)?;
         let mut sink = make_sink(workdir.path(), out_format);
         let mut written = None;
@@ -458,10 +415,8 @@ impl SnapshotEngine {
             SnapshotStrategy::Mirror => strategy::mirror::run(&mut ctx, &mut write)?,
             SnapshotStrategy::Cold => strategy::cold::run(&mut ctx, &mut write)?,
         };
-        let output = written.ok_or_else(|| SnapshotError::JobFailed {
-            job: "snapshot",
-            message: "no image written".into(),
-        })?;
+        let output =
+            written.ok_or_else(|| SnapshotError::JobFailed { job: "snapshot", message: "no image written".into() })?;
         Ok((workdir, output, window))
     }
 
@@ -484,10 +439,7 @@ impl SnapshotEngine {
                 tracing::error!(error = %e, "cannot remove the journal record");
             }
         } else {
-            tracing::error!(
-                record = entry.record().id,
-                "not everything could be undone; left for recover()"
-            );
+            tracing::error!(record = entry.record().id, "not everything could be undone; left for recover()");
         }
     }
 
@@ -516,11 +468,7 @@ impl SnapshotEngine {
     pub fn recover_blocking(&self) -> Result<RecoveryReport, SnapshotError> {
         let report = recovery::recover(&self.hv, &self.journal)?;
         if report.records > 0 {
-            tracing::warn!(
-                records = report.records,
-                actions = report.actions.len(),
-                "recovery done"
-            );
+            tracing::warn!(records = report.records, actions = report.actions.len(), "recovery done");
         }
         Ok(report)
     }
@@ -537,9 +485,7 @@ impl SnapshotEngine {
         let domain = self.hv.domain(uuid)?;
         let caps = self.hv.capabilities("qemu")?;
         if !caps.qemu {
-            return Err(SnapshotError::QuiesceNotSupported {
-                reason: "the hypervisor is not QEMU/KVM".into(),
-            });
+            return Err(SnapshotError::QuiesceNotSupported { reason: "the hypervisor is not QEMU/KVM".into() });
         }
         if !policy.agent_enabled {
             return Err(SnapshotError::AgentNotEnabled);
@@ -555,11 +501,7 @@ impl SnapshotEngine {
     }
 
     /// [`SnapshotEngine::quiesce_blocking`] off the async runtime.
-    pub async fn quiesce(
-        self: &Arc<Self>,
-        uuid: String,
-        policy: QuiescePolicy,
-    ) -> Result<(), SnapshotError> {
+    pub async fn quiesce(self: &Arc<Self>, uuid: String, policy: QuiescePolicy) -> Result<(), SnapshotError> {
         let engine = Arc::clone(self);
         blocking(move || engine.quiesce_blocking(&uuid, policy)).await
     }
@@ -590,16 +532,10 @@ impl Drop for CancelOnDrop {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SnapshotError> + Send + 'static,
 ) -> Result<T, SnapshotError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| SnapshotError::JobFailed {
-            job: "snapshot",
-            message: if e.is_panic() {
-                "the snapshot thread panicked".into()
-            } else {
-                e.to_string()
-            },
-        })?
+    tokio::task::spawn_blocking(f).await.map_err(|e| SnapshotError::JobFailed {
+        job: "snapshot",
+        message: if e.is_panic() { "the snapshot thread panicked".into() } else { e.to_string() },
+    })?
 }
 
 /// The domain XML's `type` (`qemu`, `kvm`).

@@ -13,11 +13,7 @@ use std::time::Duration;
 pub enum SnapshotError {
     /// libvirtd refused or failed a call. `code` is libvirt's `virErrorNumber`.
     #[error("libvirt: {operation}: {message} (code {code})")]
-    Libvirt {
-        operation: &'static str,
-        code: u32,
-        message: String,
-    },
+    Libvirt { operation: &'static str, code: u32, message: String },
 
     /// Opening the connection needs credentials (SASL on `qemu+tcp://`, as
     /// Kolla's default `libvirt_enable_sasl` configures) that libvirt's
@@ -29,21 +25,13 @@ pub enum SnapshotError {
         "libvirt {uri}: authentication needs {} but no auth.conf provides it (libvirt looks in $LIBVIRT_AUTH_FILE, the URI's authfile=, $XDG_CONFIG_HOME/libvirt/auth.conf i.e. ~/.config/libvirt/auth.conf, /etc/libvirt/auth.conf; section [auth-libvirt-<host>] or [auth-libvirt-default]); not prompting: {message}",
         credentials.join(", ")
     )]
-    CredentialsMissing {
-        uri: String,
-        credentials: Vec<String>,
-        message: String,
-    },
+    CredentialsMissing { uri: String, credentials: Vec<String>, message: String },
 
     /// libvirtd refused the authentication (wrong password or unknown user
     /// in auth.conf, no SASL mechanism in common, a refused client
     /// certificate): libvirt's `VIR_ERR_AUTH_FAILED` and relatives.
     #[error("libvirt {uri}: authentication failed: {message} (code {code})")]
-    AuthFailed {
-        uri: String,
-        code: u32,
-        message: String,
-    },
+    AuthFailed { uri: String, code: u32, message: String },
 
     /// No domain with this UUID on this host (libvirt `VIR_ERR_NO_DOMAIN`).
     #[error("domain {uuid} not found on this host")]
@@ -61,18 +49,11 @@ pub enum SnapshotError {
     /// The guest agent did not freeze (absent, unresponsive, timed out, or
     /// the freeze itself failed).
     #[error("quiescing the guest failed: {message}")]
-    QuiesceFailed {
-        message: String,
-        agent_unresponsive: bool,
-    },
+    QuiesceFailed { message: String, agent_unresponsive: bool },
 
     /// Not enough free space under the snapshot directory.
     #[error("not enough free space in {}: {needed} bytes needed, {available} available", directory.display())]
-    InsufficientSpace {
-        directory: PathBuf,
-        needed: u64,
-        available: u64,
-    },
+    InsufficientSpace { directory: PathBuf, needed: u64, available: u64 },
 
     /// The root disk lives in RBD; the storage-side path is not implemented.
     #[error("root disk {name} is RBD-backed; RBD snapshots are not supported by this engine yet")]
@@ -84,10 +65,7 @@ pub enum SnapshotError {
 
     /// The requested strategy cannot run on this host or disk.
     #[error("strategy {strategy} unavailable: {reason}")]
-    StrategyUnavailable {
-        strategy: &'static str,
-        reason: String,
-    },
+    StrategyUnavailable { strategy: &'static str, reason: String },
 
     /// A block job or backup job ended without success.
     #[error("{job} job failed: {message}")]
@@ -96,11 +74,7 @@ pub enum SnapshotError {
     /// A job did not reach the awaited state before its deadline (e.g. a
     /// mirror that never became READY).
     #[error("{job} job did not {what} within {waited:?}")]
-    JobTimeout {
-        job: &'static str,
-        what: &'static str,
-        waited: Duration,
-    },
+    JobTimeout { job: &'static str, what: &'static str, waited: Duration },
 
     /// The caller cancelled the snapshot.
     #[error("snapshot cancelled")]
@@ -108,10 +82,7 @@ pub enum SnapshotError {
 
     /// `qemu-img` failed.
     #[error("qemu-img {command}: {message}")]
-    QemuImg {
-        command: &'static str,
-        message: String,
-    },
+    QemuImg { command: &'static str, message: String },
 
     /// A local file operation failed.
     #[error("{context}: {source}")]
@@ -140,19 +111,13 @@ impl SnapshotError {
     /// Wraps a libvirt error raised by `operation`. libvirt errors are
     /// thread-local, so the caller must convert in the thread that made the call.
     pub(crate) fn libvirt(operation: &'static str, err: virt::error::Error) -> Self {
-        SnapshotError::Libvirt {
-            operation,
-            code: err.code().to_raw(),
-            message: err.message().to_owned(),
-        }
+        SnapshotError::Libvirt { operation, code: err.code().to_raw(), message: err.message().to_owned() }
     }
 
     /// Like [`SnapshotError::libvirt`], but names a missing domain precisely.
     pub(crate) fn for_domain(operation: &'static str, uuid: &str, err: virt::error::Error) -> Self {
         if err.code().to_raw() == VIR_ERR_NO_DOMAIN {
-            SnapshotError::DomainNotFound {
-                uuid: uuid.to_owned(),
-            }
+            SnapshotError::DomainNotFound { uuid: uuid.to_owned() }
         } else {
             Self::libvirt(operation, err)
         }
@@ -171,41 +136,24 @@ impl SnapshotError {
                     credentials.push(c.name.to_owned());
                 }
             }
-            return SnapshotError::CredentialsMissing {
-                uri: uri.to_owned(),
-                credentials,
-                message,
-            };
+            return SnapshotError::CredentialsMissing { uri: uri.to_owned(), credentials, message };
         }
         match code {
             VIR_ERR_AUTH_FAILED | VIR_ERR_AUTH_CANCELLED | VIR_ERR_AUTH_UNAVAILABLE => {
-                SnapshotError::AuthFailed {
-                    uri: uri.to_owned(),
-                    code,
-                    message,
-                }
+                SnapshotError::AuthFailed { uri: uri.to_owned(), code, message }
             }
-            _ => SnapshotError::Libvirt {
-                operation: "open",
-                code,
-                message,
-            },
+            _ => SnapshotError::Libvirt { operation: "open", code, message },
         }
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        SnapshotError::Io {
-            context: context.into(),
-            source,
-        }
+        SnapshotError::Io { context: context.into(), source }
     }
 
     /// The libvirt error code, when this is a libvirt error.
     pub fn libvirt_code(&self) -> Option<u32> {
         match self {
-            SnapshotError::Libvirt { code, .. } | SnapshotError::AuthFailed { code, .. } => {
-                Some(*code)
-            }
+            SnapshotError::Libvirt { code, .. } | SnapshotError::AuthFailed { code, .. } => Some(*code),
             SnapshotError::CredentialsMissing { .. } => Some(VIR_ERR_AUTH_FAILED),
             _ => None,
         }

@@ -79,11 +79,7 @@ pub struct JobCompleted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DomainEvent {
     /// `VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2` (disk = target name, e.g. `vda`).
-    BlockJob {
-        disk: String,
-        job_type: BlockJobType,
-        status: BlockJobStatus,
-    },
+    BlockJob { disk: String, job_type: BlockJobType, status: BlockJobStatus },
     /// `VIR_DOMAIN_EVENT_ID_JOB_COMPLETED`.
     JobCompleted(JobCompleted),
     /// `VIR_DOMAIN_EVENT_ID_LIFECYCLE` (`virDomainEventType`, detail).
@@ -100,10 +96,7 @@ struct Hub {
 
 fn hub() -> &'static Hub {
     static HUB: OnceLock<Hub> = OnceLock::new();
-    HUB.get_or_init(|| Hub {
-        next_id: AtomicU64::new(1),
-        subscribers: Mutex::new(HashMap::new()),
-    })
+    HUB.get_or_init(|| Hub { next_id: AtomicU64::new(1), subscribers: Mutex::new(HashMap::new()) })
 }
 
 /// Called from the event-loop thread by the FFI callbacks.
@@ -128,11 +121,7 @@ pub struct Subscription {
 pub fn subscribe(uuid: &str) -> Subscription {
     let (tx, rx) = mpsc::channel();
     let id = hub().next_id.fetch_add(1, Ordering::Relaxed);
-    hub()
-        .subscribers
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id, (uuid.to_owned(), tx));
+    hub().subscribers.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (uuid.to_owned(), tx));
     Subscription { id, rx }
 }
 
@@ -148,11 +137,7 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        hub()
-            .subscribers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+        hub().subscribers.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
     }
 }
 
@@ -179,11 +164,7 @@ pub fn ensure_event_loop() -> Result<(), SnapshotError> {
             Ok(())
         })
         .clone()
-        .map_err(|message| SnapshotError::Libvirt {
-            operation: "event loop",
-            code: 0,
-            message,
-        })
+        .map_err(|message| SnapshotError::Libvirt { operation: "event loop", code: 0, message })
 }
 
 #[cfg(test)]
@@ -194,20 +175,8 @@ mod tests {
     fn subscriptions_filter_by_domain_and_unsubscribe_on_drop() {
         let a = subscribe("aaaa");
         let b = subscribe("bbbb");
-        dispatch(
-            "aaaa",
-            DomainEvent::Lifecycle {
-                event: 1,
-                detail: 0,
-            },
-        );
-        assert_eq!(
-            a.recv_timeout(Duration::from_millis(100)),
-            Some(DomainEvent::Lifecycle {
-                event: 1,
-                detail: 0
-            })
-        );
+        dispatch("aaaa", DomainEvent::Lifecycle { event: 1, detail: 0 });
+        assert_eq!(a.recv_timeout(Duration::from_millis(100)), Some(DomainEvent::Lifecycle { event: 1, detail: 0 }));
         assert_eq!(b.recv_timeout(Duration::from_millis(10)), None);
         let id = a.id;
         drop(a);

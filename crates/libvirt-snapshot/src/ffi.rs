@@ -104,14 +104,9 @@ unsafe extern "C" fn refuse_missing_credentials(
                 String::new()
             } else {
                 // SAFETY: non-NULL, NUL-terminated (see above).
-                unsafe { CStr::from_ptr(c.prompt) }
-                    .to_string_lossy()
-                    .into_owned()
+                unsafe { CStr::from_ptr(c.prompt) }.to_string_lossy().into_owned()
             };
-            requested.push(RequestedCredential {
-                name: credential_name(c.type_),
-                prompt,
-            });
+            requested.push(RequestedCredential { name: credential_name(c.type_), prompt });
         }
     });
     -1
@@ -124,10 +119,7 @@ unsafe extern "C" fn refuse_missing_credentials(
 /// `/etc/libvirt/auth.conf`). Whatever the file does not hold is refused,
 /// never prompted for.
 pub fn open_auth(uri: &str) -> Result<Connect, OpenAuthError> {
-    let c_uri = cstring(uri).map_err(|error| OpenAuthError {
-        error,
-        requested: Vec::new(),
-    })?;
+    let c_uri = cstring(uri).map_err(|error| OpenAuthError { error, requested: Vec::new() })?;
     let mut credtypes: Vec<c_int> = OFFERED_CREDENTIALS.iter().map(|&t| t as c_int).collect();
     let mut requested: Vec<RequestedCredential> = Vec::new();
     let mut auth = sys::virConnectAuth {
@@ -205,26 +197,15 @@ struct TypedParams {
 
 impl TypedParams {
     fn new() -> Self {
-        TypedParams {
-            ptr: ptr::null_mut(),
-            len: 0,
-            cap: 0,
-        }
+        TypedParams { ptr: ptr::null_mut(), len: 0, cap: 0 }
     }
 
     fn add_ullong(&mut self, name: &CStr, value: u64) -> Result<(), Error> {
         // SAFETY: `ptr/len/cap` are either the initial (null, 0, 0) triple or
         // what a previous virTypedParamsAdd* left; libvirt reallocates the
         // array itself. `name` is a NUL-terminated constant from virt-sys.
-        let rc = unsafe {
-            sys::virTypedParamsAddULLong(
-                &mut self.ptr,
-                &mut self.len,
-                &mut self.cap,
-                name.as_ptr(),
-                value,
-            )
-        };
+        let rc =
+            unsafe { sys::virTypedParamsAddULLong(&mut self.ptr, &mut self.len, &mut self.cap, name.as_ptr(), value) };
         if rc < 0 {
             return Err(Error::last_error());
         }
@@ -233,15 +214,8 @@ impl TypedParams {
 
     fn add_uint(&mut self, name: &CStr, value: u32) -> Result<(), Error> {
         // SAFETY: as in `add_ullong`.
-        let rc = unsafe {
-            sys::virTypedParamsAddUInt(
-                &mut self.ptr,
-                &mut self.len,
-                &mut self.cap,
-                name.as_ptr(),
-                value,
-            )
-        };
+        let rc =
+            unsafe { sys::virTypedParamsAddUInt(&mut self.ptr, &mut self.len, &mut self.cap, name.as_ptr(), value) };
         if rc < 0 {
             return Err(Error::last_error());
         }
@@ -283,14 +257,7 @@ pub fn block_copy(
     // call; the strings are NUL-terminated and outlive the call; `tp` holds
     // `tp.len` initialised parameters (or null with 0).
     let rc = unsafe {
-        sys::virDomainBlockCopy(
-            dom.as_ptr(),
-            disk.as_ptr(),
-            dest_xml.as_ptr(),
-            tp.ptr,
-            tp.len,
-            flags.bits(),
-        )
+        sys::virDomainBlockCopy(dom.as_ptr(), disk.as_ptr(), dest_xml.as_ptr(), tp.ptr, tp.len, flags.bits())
     };
     if rc < 0 {
         return Err(Error::last_error());
@@ -313,12 +280,7 @@ pub struct BlockJobInfo {
 /// events, never from this.
 pub fn block_job_info(dom: &Domain, disk: &str) -> Result<Option<BlockJobInfo>, Error> {
     let disk = cstring(disk)?;
-    let mut info = sys::virDomainBlockJobInfo {
-        type_: 0,
-        bandwidth: 0,
-        cur: 0,
-        end: 0,
-    };
+    let mut info = sys::virDomainBlockJobInfo { type_: 0, bandwidth: 0, cur: 0, end: 0 };
     // SAFETY: `info` is a properly aligned, writable struct of the layout
     // libvirt fills; `dom` and `disk` are valid for the call.
     let rc = unsafe {
@@ -345,12 +307,7 @@ pub fn block_job_info(dom: &Domain, disk: &str) -> Result<Option<BlockJobInfo>, 
 
 /// `virDomainBlockJobAbort(dom, disk, flags)`. `pivot = false` cancels a copy
 /// without switching the guest to the destination.
-pub fn block_job_abort(
-    dom: &Domain,
-    disk: &str,
-    asynchronous: bool,
-    pivot: bool,
-) -> Result<(), Error> {
+pub fn block_job_abort(dom: &Domain, disk: &str, asynchronous: bool, pivot: bool) -> Result<(), Error> {
     let disk = cstring(disk)?;
     let mut flags = 0;
     if asynchronous {
@@ -372,11 +329,7 @@ pub fn block_job_abort(
 /// libvirt does not format it inside the call.
 pub fn backup_begin(dom: &Domain, backup_xml: &str, reuse_external: bool) -> Result<(), Error> {
     let xml = cstring(backup_xml)?;
-    let flags = if reuse_external {
-        sys::VIR_DOMAIN_BACKUP_BEGIN_REUSE_EXTERNAL
-    } else {
-        0
-    };
+    let flags = if reuse_external { sys::VIR_DOMAIN_BACKUP_BEGIN_REUSE_EXTERNAL } else { 0 };
     // SAFETY: `dom` and `xml` are valid for the call; a null checkpoint XML
     // is documented as "no checkpoint".
     let rc = unsafe { sys::virDomainBackupBegin(dom.as_ptr(), xml.as_ptr(), ptr::null(), flags) };
@@ -399,9 +352,7 @@ pub fn backup_xml_desc(dom: &Domain) -> Result<String, Error> {
     // It is released once with `free`: libvirt allocates with g_malloc,
     // which is the C allocator since GLib 2.46 (the `virt` crate frees
     // libvirt strings the same way).
-    let xml = unsafe { CStr::from_ptr(raw) }
-        .to_string_lossy()
-        .into_owned();
+    let xml = unsafe { CStr::from_ptr(raw) }.to_string_lossy().into_owned();
     // SAFETY: see above; `raw` is not used afterwards.
     unsafe { libc_free(raw.cast()) };
     Ok(xml)
@@ -458,21 +409,14 @@ fn event_domain_uuid(dom: sys::virDomainPtr) -> Option<String> {
         return None;
     }
     // SAFETY: on success libvirt wrote a NUL-terminated string into `buf`.
-    Some(
-        unsafe { CStr::from_ptr(buf.as_ptr()) }
-            .to_string_lossy()
-            .into_owned(),
-    )
+    Some(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
 }
 
 /// Runs `f` and swallows a panic: unwinding out of an `extern "C"` callback
 /// would abort the process.
 fn no_unwind(what: &str, f: impl FnOnce()) {
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
-        tracing::error!(
-            callback = what,
-            "panic in a libvirt event callback (ignored)"
-        );
+        tracing::error!(callback = what, "panic in a libvirt event callback (ignored)");
     }
 }
 
@@ -493,9 +437,7 @@ unsafe extern "C" fn on_block_job(
         } else {
             // SAFETY: libvirt passes a NUL-terminated target name valid for
             // the callback's duration.
-            unsafe { CStr::from_ptr(disk) }
-                .to_string_lossy()
-                .into_owned()
+            unsafe { CStr::from_ptr(disk) }.to_string_lossy().into_owned()
         };
         let event = DomainEvent::BlockJob {
             disk,
@@ -531,12 +473,8 @@ unsafe fn parse_job_params(params: sys::virTypedParameterPtr, nparams: c_int) ->
                     done.error = Some(CStr::from_ptr(p.value.s).to_string_lossy().into_owned())
                 }
                 (b"disk_total", sys::VIR_TYPED_PARAM_ULLONG) => done.disk_total = Some(p.value.ul),
-                (b"disk_processed", sys::VIR_TYPED_PARAM_ULLONG) => {
-                    done.disk_processed = Some(p.value.ul)
-                }
-                (b"time_elapsed", sys::VIR_TYPED_PARAM_ULLONG) => {
-                    done.time_elapsed_ms = Some(p.value.ul)
-                }
+                (b"disk_processed", sys::VIR_TYPED_PARAM_ULLONG) => done.disk_processed = Some(p.value.ul),
+                (b"time_elapsed", sys::VIR_TYPED_PARAM_ULLONG) => done.time_elapsed_ms = Some(p.value.ul),
                 _ => {}
             }
         }
@@ -551,22 +489,10 @@ pub fn job_stats(dom: &Domain, completed: bool) -> Result<(i32, JobCompleted), E
     let mut job_type: c_int = 0;
     let mut params: sys::virTypedParameterPtr = ptr::null_mut();
     let mut nparams: c_int = 0;
-    let flags = if completed {
-        sys::VIR_DOMAIN_JOB_STATS_COMPLETED
-    } else {
-        0
-    };
+    let flags = if completed { sys::VIR_DOMAIN_JOB_STATS_COMPLETED } else { 0 };
     // SAFETY: `dom` is valid; the out-pointers point to live locals that
     // libvirt fills (params is allocated by libvirt, or left null).
-    let rc = unsafe {
-        sys::virDomainGetJobStats(
-            dom.as_ptr(),
-            &mut job_type,
-            &mut params,
-            &mut nparams,
-            flags,
-        )
-    };
+    let rc = unsafe { sys::virDomainGetJobStats(dom.as_ptr(), &mut job_type, &mut params, &mut nparams, flags) };
     if rc < 0 {
         return Err(Error::last_error());
     }
@@ -628,23 +554,11 @@ pub struct CallbackId(c_int);
 /// domains. The callbacks forward to [`events::dispatch`]; they carry no
 /// opaque data, so nothing needs freeing.
 pub fn register_event(conn: &Connect, kind: EventKind) -> Result<CallbackId, Error> {
-    type BlockJobCb = unsafe extern "C" fn(
-        sys::virConnectPtr,
-        sys::virDomainPtr,
-        *const c_char,
-        c_int,
-        c_int,
-        *mut c_void,
-    );
-    type JobCompletedCb = unsafe extern "C" fn(
-        sys::virConnectPtr,
-        sys::virDomainPtr,
-        sys::virTypedParameterPtr,
-        c_int,
-        *mut c_void,
-    );
-    type LifecycleCb =
-        unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, c_int, c_int, *mut c_void);
+    type BlockJobCb =
+        unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *const c_char, c_int, c_int, *mut c_void);
+    type JobCompletedCb =
+        unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, sys::virTypedParameterPtr, c_int, *mut c_void);
+    type LifecycleCb = unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, c_int, c_int, *mut c_void);
     type GenericCb = unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut c_void);
 
     // SAFETY: (all three transmutes) libvirt's VIR_DOMAIN_EVENT_CALLBACK
@@ -653,18 +567,16 @@ pub fn register_event(conn: &Connect, kind: EventKind) -> Result<CallbackId, Err
     // with exactly its own event id below. Function pointers have one size.
     let (id, cb) = unsafe {
         match kind {
-            EventKind::BlockJob => (
-                sys::VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2,
-                std::mem::transmute::<BlockJobCb, GenericCb>(on_block_job),
-            ),
+            EventKind::BlockJob => {
+                (sys::VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, std::mem::transmute::<BlockJobCb, GenericCb>(on_block_job))
+            }
             EventKind::JobCompleted => (
                 sys::VIR_DOMAIN_EVENT_ID_JOB_COMPLETED,
                 std::mem::transmute::<JobCompletedCb, GenericCb>(on_job_completed),
             ),
-            EventKind::Lifecycle => (
-                sys::VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                std::mem::transmute::<LifecycleCb, GenericCb>(on_lifecycle),
-            ),
+            EventKind::Lifecycle => {
+                (sys::VIR_DOMAIN_EVENT_ID_LIFECYCLE, std::mem::transmute::<LifecycleCb, GenericCb>(on_lifecycle))
+            }
         }
     };
     // SAFETY: `conn` is an open connection for the call; a null domain means
@@ -719,14 +631,8 @@ pub fn register_close_flag(conn: &Connect, flag: Arc<AtomicBool>) -> Result<(), 
     let opaque = Box::into_raw(Box::new(flag)).cast::<c_void>();
     // SAFETY: `conn` is open; `opaque` stays valid until libvirt calls
     // `free_close_flag`, which owns it from then on.
-    let rc = unsafe {
-        sys::virConnectRegisterCloseCallback(
-            conn.as_ptr(),
-            Some(on_close),
-            opaque,
-            Some(free_close_flag),
-        )
-    };
+    let rc =
+        unsafe { sys::virConnectRegisterCloseCallback(conn.as_ptr(), Some(on_close), opaque, Some(free_close_flag)) };
     if rc < 0 {
         let err = Error::last_error();
         // SAFETY: registration failed, so libvirt did not take ownership.
@@ -760,20 +666,13 @@ mod tests {
             "<domain type='test'><name>{name}</name><memory>65536</memory><os><type>hvm</type></os>\
              <devices><disk type='file' device='disk'><source file='/guest/disk'/><target dev='vda'/></disk></devices></domain>"
         );
-        let dom = conn
-            .create_domain_xml(&xml, 0)
-            .expect("transient test domain");
+        let dom = conn.create_domain_xml(&xml, 0).expect("transient test domain");
         (conn, dom)
     }
 
     #[test]
     fn flags_map_to_libvirt_bits() {
-        let all = BlockCopyFlags {
-            shallow: true,
-            reuse_ext: true,
-            transient_job: true,
-            synchronous_writes: true,
-        };
+        let all = BlockCopyFlags { shallow: true, reuse_ext: true, transient_job: true, synchronous_writes: true };
         assert_eq!(all.bits(), 1 | 2 | 4 | 8);
         assert_eq!(BlockCopyFlags::default().bits(), 0);
     }
@@ -781,10 +680,8 @@ mod tests {
     #[test]
     fn typed_params_build_and_free() {
         let mut tp = TypedParams::new();
-        tp.add_ullong(sys::VIR_DOMAIN_BLOCK_COPY_BANDWIDTH, 1 << 20)
-            .unwrap();
-        tp.add_uint(sys::VIR_DOMAIN_BLOCK_COPY_GRANULARITY, 65536)
-            .unwrap();
+        tp.add_ullong(sys::VIR_DOMAIN_BLOCK_COPY_BANDWIDTH, 1 << 20).unwrap();
+        tp.add_uint(sys::VIR_DOMAIN_BLOCK_COPY_GRANULARITY, 65536).unwrap();
         assert_eq!(tp.len, 2);
         // SAFETY: two parameters were added above.
         let first = unsafe { &*tp.ptr };
@@ -804,10 +701,7 @@ mod tests {
             &dom,
             "vda",
             "<disk/>",
-            &BlockCopyParams {
-                bandwidth: Some(1),
-                ..Default::default()
-            },
+            &BlockCopyParams { bandwidth: Some(1), ..Default::default() },
             BlockCopyFlags::default()
         )
         .is_err());
@@ -823,10 +717,7 @@ mod tests {
         // succeed as no-ops, depending on the libvirt version.
         let _ = fs_freeze(&dom);
         let _ = fs_thaw(&dom);
-        assert!(
-            block_job_info(&dom, "no\0such").is_err(),
-            "interior NUL is an error, not UB"
-        );
+        assert!(block_job_info(&dom, "no\0such").is_err(), "interior NUL is an error, not UB");
     }
 
     #[test]
@@ -834,19 +725,13 @@ mod tests {
         let (conn, dom) = test_domain();
         let uuid = dom.uuid_string().unwrap();
         let sub = crate::events::subscribe(&uuid);
-        let ids: Vec<_> = [
-            EventKind::BlockJob,
-            EventKind::JobCompleted,
-            EventKind::Lifecycle,
-        ]
-        .into_iter()
-        .map(|k| register_event(&conn, k).unwrap())
-        .collect();
+        let ids: Vec<_> = [EventKind::BlockJob, EventKind::JobCompleted, EventKind::Lifecycle]
+            .into_iter()
+            .map(|k| register_event(&conn, k).unwrap())
+            .collect();
         dom.suspend().unwrap();
         dom.resume().unwrap();
-        let ev = sub
-            .recv_timeout(std::time::Duration::from_secs(5))
-            .expect("a lifecycle event");
+        let ev = sub.recv_timeout(std::time::Duration::from_secs(5)).expect("a lifecycle event");
         assert!(matches!(ev, DomainEvent::Lifecycle { .. }), "{ev:?}");
         for id in ids {
             deregister_event(&conn, id).unwrap();

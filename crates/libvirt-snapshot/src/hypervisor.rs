@@ -64,23 +64,11 @@ impl Session {
             tracing::debug!(uri, error = %e, "no close callback on this driver");
         }
         let mut callbacks = Vec::new();
-        for kind in [
-            EventKind::BlockJob,
-            EventKind::JobCompleted,
-            EventKind::Lifecycle,
-        ] {
-            callbacks.push(
-                ffi::register_event(&conn, kind)
-                    .map_err(|e| SnapshotError::libvirt("event register", e))?,
-            );
+        for kind in [EventKind::BlockJob, EventKind::JobCompleted, EventKind::Lifecycle] {
+            callbacks.push(ffi::register_event(&conn, kind).map_err(|e| SnapshotError::libvirt("event register", e))?);
         }
         tracing::info!(uri, "connected to libvirt");
-        Ok(Session {
-            conn,
-            closed,
-            callbacks,
-            keepalive,
-        })
+        Ok(Session { conn, closed, callbacks, keepalive })
     }
 
     fn usable(&self) -> bool {
@@ -184,10 +172,7 @@ impl Hypervisor {
     /// take the same path.
     pub fn open(uri: &str) -> Result<Self, SnapshotError> {
         let session = Session::open(uri)?;
-        Ok(Hypervisor {
-            uri: uri.to_owned(),
-            session: Mutex::new(Arc::new(session)),
-        })
+        Ok(Hypervisor { uri: uri.to_owned(), session: Mutex::new(Arc::new(session)) })
     }
 
     pub fn uri(&self) -> &str {
@@ -210,48 +195,27 @@ impl Hypervisor {
     /// timeout) or it no longer answers. The next [`Hypervisor::connection`]
     /// re-opens it.
     pub fn is_connected(&self) -> bool {
-        self.session
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .usable()
+        self.session.lock().unwrap_or_else(|p| p.into_inner()).usable()
     }
 
     /// Whether keepalive is active on the current connection (it is on every
     /// connection through libvirtd; `test://` has none).
     pub fn keepalive_enabled(&self) -> bool {
-        self.session
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keepalive
+        self.session.lock().unwrap_or_else(|p| p.into_inner()).keepalive
     }
 
     /// The domain whose UUID is the instance's UUID.
     pub fn domain(&self, uuid: &str) -> Result<Domain, SnapshotError> {
-        self.connection()?
-            .lookup_domain_by_uuid_string(uuid)
-            .map_err(|e| SnapshotError::for_domain("lookup", uuid, e))
+        self.connection()?.lookup_domain_by_uuid_string(uuid).map_err(|e| SnapshotError::for_domain("lookup", uuid, e))
     }
 
     pub fn versions(&self) -> Result<HostVersions, SnapshotError> {
         let conn = self.connection()?;
-        let libvirt = conn
-            .lib_version()
-            .map_err(|e| SnapshotError::libvirt("lib_version", e))?;
-        let hypervisor = conn
-            .hyp_version()
-            .map_err(|e| SnapshotError::libvirt("hyp_version", e))?;
-        let hypervisor_type = conn
-            .driver_type()
-            .map_err(|e| SnapshotError::libvirt("driver_type", e))?;
-        let hostname = conn
-            .hostname()
-            .map_err(|e| SnapshotError::libvirt("hostname", e))?;
-        Ok(HostVersions {
-            libvirt: Version(libvirt),
-            hypervisor: Version(hypervisor),
-            hypervisor_type,
-            hostname,
-        })
+        let libvirt = conn.lib_version().map_err(|e| SnapshotError::libvirt("lib_version", e))?;
+        let hypervisor = conn.hyp_version().map_err(|e| SnapshotError::libvirt("hyp_version", e))?;
+        let hypervisor_type = conn.driver_type().map_err(|e| SnapshotError::libvirt("driver_type", e))?;
+        let hostname = conn.hostname().map_err(|e| SnapshotError::libvirt("hostname", e))?;
+        Ok(HostVersions { libvirt: Version(libvirt), hypervisor: Version(hypervisor), hypervisor_type, hostname })
     }
 
     /// What this host can do for live snapshots of domains of `virt_type`
@@ -279,20 +243,13 @@ impl Hypervisor {
     /// 2 unbounded): a backup shows here.
     pub fn domain_job_type(&self, uuid: &str) -> Result<i32, SnapshotError> {
         let domain = self.domain(uuid)?;
-        ffi::job_stats(&domain, false)
-            .map(|(t, _)| t)
-            .map_err(|e| SnapshotError::for_domain("jobStats", uuid, e))
+        ffi::job_stats(&domain, false).map(|(t, _)| t).map_err(|e| SnapshotError::for_domain("jobStats", uuid, e))
     }
 
     /// The block job on the domain's disk `target`, if any.
-    pub fn block_job(
-        &self,
-        uuid: &str,
-        target: &str,
-    ) -> Result<Option<ffi::BlockJobInfo>, SnapshotError> {
+    pub fn block_job(&self, uuid: &str, target: &str) -> Result<Option<ffi::BlockJobInfo>, SnapshotError> {
         let domain = self.domain(uuid)?;
-        ffi::block_job_info(&domain, target)
-            .map_err(|e| SnapshotError::for_domain("blockJobInfo", uuid, e))
+        ffi::block_job_info(&domain, target).map_err(|e| SnapshotError::for_domain("blockJobInfo", uuid, e))
     }
 
     /// The power state of the domain whose UUID is the instance's UUID, read
@@ -304,13 +261,8 @@ impl Hypervisor {
 }
 
 pub(crate) fn domain_power_state(domain: &Domain, uuid: &str) -> Result<PowerState, SnapshotError> {
-    let (state, _reason) = domain
-        .state()
-        .map_err(|e| SnapshotError::for_domain("state", uuid, e))?;
-    Ok(state
-        .known()
-        .map(PowerState::from_libvirt)
-        .unwrap_or(PowerState::NoState))
+    let (state, _reason) = domain.state().map_err(|e| SnapshotError::for_domain("state", uuid, e))?;
+    Ok(state.known().map(PowerState::from_libvirt).unwrap_or(PowerState::NoState))
 }
 
 /// `<domainCapabilities>…<features><backup supported='yes'/>`.
@@ -319,9 +271,7 @@ fn domcaps_backup_supported(xml: &str) -> bool {
         return false;
     };
     doc.descendants()
-        .filter(|n| {
-            n.has_tag_name("backup") && n.parent().is_some_and(|p| p.has_tag_name("features"))
-        })
+        .filter(|n| n.has_tag_name("backup") && n.parent().is_some_and(|p| p.has_tag_name("features")))
         .any(|n| n.attribute("supported") == Some("yes"))
 }
 
@@ -337,18 +287,9 @@ mod tests {
 
     #[test]
     fn power_states_follow_nova_mapping() {
-        assert_eq!(
-            PowerState::from_libvirt(DomainState::Blocked),
-            PowerState::Running
-        );
-        assert_eq!(
-            PowerState::from_libvirt(DomainState::Shutoff),
-            PowerState::Shutdown
-        );
-        assert_eq!(
-            PowerState::from_libvirt(DomainState::PMSuspended),
-            PowerState::Suspended
-        );
+        assert_eq!(PowerState::from_libvirt(DomainState::Blocked), PowerState::Running);
+        assert_eq!(PowerState::from_libvirt(DomainState::Shutoff), PowerState::Shutdown);
+        assert_eq!(PowerState::from_libvirt(DomainState::PMSuspended), PowerState::Suspended);
     }
 
     #[test]
@@ -363,10 +304,7 @@ mod tests {
         let uuid = "6695eb01-f6a4-8304-79aa-97f2502e193f";
         assert_eq!(hv.power_state(uuid).unwrap(), PowerState::Running);
         let missing = "00000000-0000-0000-0000-000000000001";
-        assert!(matches!(
-            hv.power_state(missing),
-            Err(SnapshotError::DomainNotFound { .. })
-        ));
+        assert!(matches!(hv.power_state(missing), Err(SnapshotError::DomainNotFound { .. })));
         // Not QEMU: no live strategy, no quiesce.
         let caps = hv.capabilities("test").unwrap();
         assert!(!caps.qemu && !caps.backup && !caps.block_copy_transient);
@@ -377,28 +315,13 @@ mod tests {
         let hv = Hypervisor::open("test:///default").unwrap();
         let first = Arc::as_ptr(&hv.session.lock().unwrap());
         hv.connection().unwrap();
-        assert_eq!(
-            Arc::as_ptr(&hv.session.lock().unwrap()),
-            first,
-            "a live connection is kept"
-        );
+        assert_eq!(Arc::as_ptr(&hv.session.lock().unwrap()), first, "a live connection is kept");
         // What the close callback does when libvirtd goes away.
-        hv.session
-            .lock()
-            .unwrap()
-            .closed
-            .store(true, Ordering::SeqCst);
+        hv.session.lock().unwrap().closed.store(true, Ordering::SeqCst);
         let conn = hv.connection().unwrap();
         let session = hv.session.lock().unwrap().clone();
-        assert!(
-            !std::ptr::eq(Arc::as_ptr(&session), first),
-            "a new session was opened"
-        );
-        assert_eq!(
-            session.callbacks.len(),
-            3,
-            "event callbacks registered again"
-        );
+        assert!(!std::ptr::eq(Arc::as_ptr(&session), first), "a new session was opened");
+        assert_eq!(session.callbacks.len(), 3, "event callbacks registered again");
         assert!(conn.is_alive().unwrap());
     }
 

@@ -63,10 +63,7 @@ pub struct JournalEntry {
 }
 
 fn journal_err(path: &Path, e: impl std::fmt::Display) -> SnapshotError {
-    SnapshotError::Journal {
-        path: path.to_owned(),
-        message: e.to_string(),
-    }
+    SnapshotError::Journal { path: path.to_owned(), message: e.to_string() }
 }
 
 /// Field 22 of `/proc/<pid>/stat`: the process start time.
@@ -78,20 +75,14 @@ pub(crate) fn process_start(pid: u32) -> Option<u64> {
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), SnapshotError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| journal_err(dir, e))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| journal_err(dir, e))
 }
 
 impl Journal {
     /// Opens (creating, mode 0700) the journal directory.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, SnapshotError> {
         let dir = dir.into();
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| journal_err(&dir, e))?;
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| journal_err(&dir, e))?;
         Ok(Journal { dir })
     }
 
@@ -100,11 +91,7 @@ impl Journal {
     }
 
     /// Starts the record of a new snapshot (written at once).
-    pub(crate) fn begin(
-        &self,
-        domain_uuid: &str,
-        strategy: &str,
-    ) -> Result<JournalEntry, SnapshotError> {
+    pub(crate) fn begin(&self, domain_uuid: &str, strategy: &str) -> Result<JournalEntry, SnapshotError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let pid = std::process::id();
         let record = JournalRecord {
@@ -115,11 +102,7 @@ impl Journal {
             strategy: strategy.to_owned(),
             steps: Vec::new(),
         };
-        let entry = JournalEntry {
-            path: self.dir.join(format!("{id}.json")),
-            record,
-            dir: self.dir.clone(),
-        };
+        let entry = JournalEntry { path: self.dir.join(format!("{id}.json")), record, dir: self.dir.clone() };
         entry.write()?;
         Ok(entry)
     }
@@ -137,9 +120,9 @@ impl Journal {
                 }
                 continue;
             }
-            let parsed = fs::read(&path).map_err(|e| e.to_string()).and_then(|b| {
-                serde_json::from_slice::<JournalRecord>(&b).map_err(|e| e.to_string())
-            });
+            let parsed = fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<JournalRecord>(&b).map_err(|e| e.to_string()));
             out.push((path, parsed));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -188,8 +171,7 @@ impl JournalEntry {
 
     fn write(&self) -> Result<(), SnapshotError> {
         let tmp = self.path.with_extension("tmp");
-        let body =
-            serde_json::to_vec_pretty(&self.record).map_err(|e| journal_err(&self.path, e))?;
+        let body = serde_json::to_vec_pretty(&self.record).map_err(|e| journal_err(&self.path, e))?;
         let mut f = OpenOptions::new()
             .write(true)
             .create(true)
@@ -197,9 +179,7 @@ impl JournalEntry {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| journal_err(&tmp, e))?;
-        f.write_all(&body)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| journal_err(&tmp, e))?;
+        f.write_all(&body).and_then(|_| f.sync_all()).map_err(|e| journal_err(&tmp, e))?;
         drop(f);
         fs::rename(&tmp, &self.path).map_err(|e| journal_err(&self.path, e))?;
         fsync_dir(&self.dir)
@@ -215,36 +195,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path().join("j")).unwrap();
         let mut entry = journal.begin("uuid-1", "backup").unwrap();
-        entry
-            .push(Step::TempDir {
-                path: "/tmp/x".into(),
-            })
-            .unwrap();
+        entry.push(Step::TempDir { path: "/tmp/x".into() }).unwrap();
         entry.push(Step::Quiesce).unwrap();
         let pending = journal.pending().unwrap();
         assert_eq!(pending.len(), 1);
         let rec = pending[0].1.as_ref().unwrap();
-        assert_eq!(
-            rec.steps,
-            vec![
-                Step::TempDir {
-                    path: "/tmp/x".into()
-                },
-                Step::Quiesce
-            ]
-        );
+        assert_eq!(rec.steps, vec![Step::TempDir { path: "/tmp/x".into() }, Step::Quiesce]);
         assert_eq!(rec.pid, std::process::id());
         assert_eq!(rec.process_start, process_start(std::process::id()));
         entry.forget(|s| *s == Step::Quiesce).unwrap();
-        assert_eq!(
-            journal.pending().unwrap()[0]
-                .1
-                .as_ref()
-                .unwrap()
-                .steps
-                .len(),
-            1
-        );
+        assert_eq!(journal.pending().unwrap()[0].1.as_ref().unwrap().steps.len(), 1);
         entry.finish().unwrap();
         assert!(journal.pending().unwrap().is_empty());
     }
@@ -263,11 +223,7 @@ mod tests {
 
     #[test]
     fn step_json_is_tagged() {
-        let s = serde_json::to_string(&Step::MirrorJob {
-            disk: "vda".into(),
-            dest: "/d".into(),
-        })
-        .unwrap();
+        let s = serde_json::to_string(&Step::MirrorJob { disk: "vda".into(), dest: "/d".into() }).unwrap();
         assert_eq!(s, r#"{"step":"mirror_job","disk":"vda","dest":"/d"}"#);
     }
 }

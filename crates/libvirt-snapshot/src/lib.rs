@@ -52,20 +52,17 @@ mod recovery;
 mod strategy;
 
 pub use disk::{BackingChain, ChainLayer, DiskSource, RootDisk};
-pub use engine::{
-    EngineConfig, SnapshotEngine, SnapshotImage, SnapshotOutcome, SnapshotRequest, SnapshotSummary,
-};
+pub use engine::{EngineConfig, SnapshotEngine, SnapshotImage, SnapshotOutcome, SnapshotRequest, SnapshotSummary};
 pub use error::SnapshotError;
 pub use events::{BlockJobStatus, BlockJobType, DomainEvent, JobCompleted};
 pub use ffi::{BlockCopyFlags, BlockCopyParams, BlockJobInfo};
 pub use hypervisor::{
-    default_connection_uri, HostCapabilities, HostVersions, Hypervisor, PowerState, Version,
-    KEEPALIVE_COUNT, KEEPALIVE_INTERVAL_S,
+    default_connection_uri, HostCapabilities, HostVersions, Hypervisor, PowerState, Version, KEEPALIVE_COUNT,
+    KEEPALIVE_INTERVAL_S,
 };
 pub use journal::{Journal, JournalRecord, Step};
 pub use output::{
-    available_space, CancelToken, DiskView, FileSink, ImageFormat, ImageSink, Phase, Progress,
-    ProgressFn,
+    available_space, CancelToken, DiskView, FileSink, ImageFormat, ImageSink, Phase, Progress, ProgressFn,
 };
 pub use quiesce::{QuiescePolicy, QuiesceWindow};
 pub use recovery::{recover, RecoveryAction, RecoveryReport};

@@ -59,12 +59,7 @@ impl ImageFormat {
 pub enum DiskView {
     /// An image file that does not change while the view is held. It may
     /// have a backing chain (`standalone == false`); sinks read through it.
-    Image {
-        path: PathBuf,
-        format: String,
-        standalone: bool,
-        virtual_size: u64,
-    },
+    Image { path: PathBuf, format: String, standalone: bool, virtual_size: u64 },
 }
 
 /// A caller-side cancellation flag, polled by every wait and copy loop.
@@ -133,12 +128,7 @@ pub struct FileSink {
 impl FileSink {
     /// Whether `view` can become the output by a rename (no copy at all).
     fn can_adopt(&self, view: &DiskView) -> bool {
-        let DiskView::Image {
-            path,
-            format,
-            standalone,
-            ..
-        } = view;
+        let DiskView::Image { path, format, standalone, .. } = view;
         *standalone
             && format == self.format.as_str()
             && !(self.compress && self.format == ImageFormat::Qcow2)
@@ -156,15 +146,9 @@ impl ImageSink for FileSink {
         cancel: &CancelToken,
     ) -> Result<PathBuf, SnapshotError> {
         cancel.check()?;
-        let DiskView::Image {
-            path,
-            format,
-            virtual_size,
-            ..
-        } = view;
+        let DiskView::Image { path, format, virtual_size, .. } = view;
         if self.can_adopt(view) {
-            fs::rename(path, &self.path)
-                .map_err(|e| SnapshotError::io(format!("rename {}", path.display()), e))?;
+            fs::rename(path, &self.path).map_err(|e| SnapshotError::io(format!("rename {}", path.display()), e))?;
         } else {
             let total = *virtual_size;
             qemu_img::convert(
@@ -175,21 +159,11 @@ impl ImageSink for FileSink {
                     dest_format: self.format.as_str(),
                     compress: self.compress,
                 },
-                |f| {
-                    progress(Progress {
-                        phase: Phase::Write,
-                        done: (f * total as f64) as u64,
-                        total,
-                    })
-                },
+                |f| progress(Progress { phase: Phase::Write, done: (f * total as f64) as u64, total }),
                 || cancel.is_cancelled(),
             )?;
         }
-        progress(Progress {
-            phase: Phase::Write,
-            done: *virtual_size,
-            total: *virtual_size,
-        });
+        progress(Progress { phase: Phase::Write, done: *virtual_size, total: *virtual_size });
         Ok(self.path.clone())
     }
 }
@@ -263,8 +237,8 @@ pub fn available_space(dir: &Path) -> Result<u64, SnapshotError> {
     while !probe.exists() {
         probe = probe.parent().unwrap_or(Path::new("/"));
     }
-    let st = rustix::fs::statvfs(probe)
-        .map_err(|e| SnapshotError::io(format!("statvfs {}", probe.display()), e.into()))?;
+    let st =
+        rustix::fs::statvfs(probe).map_err(|e| SnapshotError::io(format!("statvfs {}", probe.display()), e.into()))?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
@@ -273,11 +247,7 @@ pub fn available_space(dir: &Path) -> Result<u64, SnapshotError> {
 pub fn ensure_space(dir: &Path, needed: u64) -> Result<(), SnapshotError> {
     let available = available_space(dir)?;
     if available < needed {
-        return Err(SnapshotError::InsufficientSpace {
-            directory: dir.to_owned(),
-            needed,
-            available,
-        });
+        return Err(SnapshotError::InsufficientSpace { directory: dir.to_owned(), needed, available });
     }
     Ok(())
 }
@@ -290,10 +260,7 @@ mod tests {
     fn output_format_follows_nova() {
         assert_eq!(ImageFormat::for_source("lvm").unwrap(), ImageFormat::Raw);
         assert_eq!(ImageFormat::for_source("rbd").unwrap(), ImageFormat::Raw);
-        assert_eq!(
-            ImageFormat::for_source("qcow2").unwrap(),
-            ImageFormat::Qcow2
-        );
+        assert_eq!(ImageFormat::for_source("qcow2").unwrap(), ImageFormat::Qcow2);
         assert!(ImageFormat::for_source("ploop").is_err());
     }
 
@@ -318,16 +285,7 @@ mod tests {
         assert!(available_space(&root.path().join("not/yet")).unwrap() > 0);
         ensure_space(root.path(), 1).unwrap();
         let e = ensure_space(root.path(), u64::MAX).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                SnapshotError::InsufficientSpace {
-                    needed: u64::MAX,
-                    ..
-                }
-            ),
-            "{e}"
-        );
+        assert!(matches!(e, SnapshotError::InsufficientSpace { needed: u64::MAX, .. }), "{e}");
     }
 
     #[test]
@@ -335,36 +293,18 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let src = root.path().join("view.qcow2");
         qemu_img::create_qcow2(&src, 1 << 20, None).unwrap();
-        let view = DiskView::Image {
-            path: src.clone(),
-            format: "qcow2".into(),
-            standalone: true,
-            virtual_size: 1 << 20,
-        };
+        let view =
+            DiskView::Image { path: src.clone(), format: "qcow2".into(), standalone: true, virtual_size: 1 << 20 };
         let out = root.path().join("out");
-        let mut raw = FileSink {
-            path: root.path().join("out.raw"),
-            format: ImageFormat::Raw,
-            compress: false,
-        };
+        let mut raw = FileSink { path: root.path().join("out.raw"), format: ImageFormat::Raw, compress: false };
         assert!(!raw.can_adopt(&view));
         raw.write(&view, &|_| {}, &CancelToken::new()).unwrap();
-        assert_eq!(
-            qemu_img::info(&root.path().join("out.raw")).unwrap().format,
-            "raw"
-        );
-        let mut same = FileSink {
-            path: out.clone(),
-            format: ImageFormat::Qcow2,
-            compress: false,
-        };
+        assert_eq!(qemu_img::info(&root.path().join("out.raw")).unwrap().format, "raw");
+        let mut same = FileSink { path: out.clone(), format: ImageFormat::Qcow2, compress: false };
         same.write(&view, &|_| {}, &CancelToken::new()).unwrap();
         assert!(out.exists() && !src.exists(), "adopted by rename");
         let cancelled = CancelToken::new();
         cancelled.cancel();
-        assert!(matches!(
-            raw.write(&view, &|_| {}, &cancelled),
-            Err(SnapshotError::Cancelled)
-        ));
+        assert!(matches!(raw.write(&view, &|_| {}, &cancelled), Err(SnapshotError::Cancelled)));
     }
 }

@@ -36,18 +36,11 @@ fn run(command: &'static str, cmd: &mut Command) -> Result<Vec<u8>, SnapshotErro
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| SnapshotError::QemuImg {
-            command,
-            message: format!("cannot run qemu-img: {e}"),
-        })?;
+        .map_err(|e| SnapshotError::QemuImg { command, message: format!("cannot run qemu-img: {e}") })?;
     if !out.status.success() {
         return Err(SnapshotError::QemuImg {
             command,
-            message: format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
+            message: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
         });
     }
     Ok(out.stdout)
@@ -62,34 +55,21 @@ pub fn info_chain(path: &Path, format: Option<&str>) -> Result<Vec<ImageInfo>, S
     }
     cmd.arg(path);
     let out = run("info", &mut cmd)?;
-    serde_json::from_slice(&out).map_err(|e| SnapshotError::QemuImg {
-        command: "info",
-        message: format!("unexpected JSON: {e}"),
-    })
+    serde_json::from_slice(&out)
+        .map_err(|e| SnapshotError::QemuImg { command: "info", message: format!("unexpected JSON: {e}") })
 }
 
 /// One image without its chain.
 #[cfg(test)]
 pub fn info(path: &Path) -> Result<ImageInfo, SnapshotError> {
-    let out = run(
-        "info",
-        Command::new(QEMU_IMG)
-            .args(["info", "--force-share", "--output=json"])
-            .arg(path),
-    )?;
-    serde_json::from_slice(&out).map_err(|e| SnapshotError::QemuImg {
-        command: "info",
-        message: format!("unexpected JSON: {e}"),
-    })
+    let out = run("info", Command::new(QEMU_IMG).args(["info", "--force-share", "--output=json"]).arg(path))?;
+    serde_json::from_slice(&out)
+        .map_err(|e| SnapshotError::QemuImg { command: "info", message: format!("unexpected JSON: {e}") })
 }
 
 /// A qcow2 of `size` bytes over `backing` (absolute path, explicit format: QEMU
 /// refuses to probe a backing file's format), or a plain one without.
-pub fn create_qcow2(
-    path: &Path,
-    size: u64,
-    backing: Option<(&Path, &str)>,
-) -> Result<(), SnapshotError> {
+pub fn create_qcow2(path: &Path, size: u64, backing: Option<(&Path, &str)>) -> Result<(), SnapshotError> {
     let mut cmd = Command::new(QEMU_IMG);
     cmd.args(["create", "-q", "-f", "qcow2"]);
     if let Some((file, fmt)) = backing {
@@ -119,29 +99,14 @@ pub fn convert(
     cancelled: impl Fn() -> bool,
 ) -> Result<(), SnapshotError> {
     let mut cmd = Command::new(QEMU_IMG);
-    cmd.args([
-        "convert",
-        "-p",
-        "-U",
-        "-t",
-        "writeback",
-        "-f",
-        job.source_format,
-        "-O",
-        job.dest_format,
-    ]);
+    cmd.args(["convert", "-p", "-U", "-t", "writeback", "-f", job.source_format, "-O", job.dest_format]);
     if job.compress && job.dest_format == "qcow2" {
         cmd.arg("-c");
     }
     cmd.arg(job.source).arg(job.dest);
-    cmd.env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| SnapshotError::QemuImg {
-        command: "convert",
-        message: format!("cannot run: {e}"),
-    })?;
+    cmd.env("LC_ALL", "C").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child =
+        cmd.spawn().map_err(|e| SnapshotError::QemuImg { command: "convert", message: format!("cannot run: {e}") })?;
     let mut stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel();
@@ -183,12 +148,7 @@ pub fn convert(
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => {
-                return Err(SnapshotError::QemuImg {
-                    command: "convert",
-                    message: e.to_string(),
-                })
-            }
+            Err(e) => return Err(SnapshotError::QemuImg { command: "convert", message: e.to_string() }),
         }
     };
     let _ = reader.join();
@@ -197,10 +157,7 @@ pub fn convert(
     }
     let stderr = err_reader.join().unwrap_or_default();
     if !status.success() {
-        return Err(SnapshotError::QemuImg {
-            command: "convert",
-            message: format!("{status}: {}", stderr.trim()),
-        });
+        return Err(SnapshotError::QemuImg { command: "convert", message: format!("{status}: {}", stderr.trim()) });
     }
     Ok(())
 }
@@ -208,19 +165,13 @@ pub fn convert(
 /// `    (45.50/100%)` → 0.455.
 fn parse_progress(line: &str) -> Option<f64> {
     let inner = line.trim().strip_prefix('(')?.strip_suffix("/100%)")?;
-    inner
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .map(|p| (p / 100.0).clamp(0.0, 1.0))
+    inner.trim().parse::<f64>().ok().map(|p| (p / 100.0).clamp(0.0, 1.0))
 }
 
 /// The absolute path of a chain member's backing file.
 #[cfg(test)]
 pub fn backing_path(info: &ImageInfo) -> Option<std::path::PathBuf> {
-    info.full_backing_filename
-        .as_ref()
-        .map(std::path::PathBuf::from)
+    info.full_backing_filename.as_ref().map(std::path::PathBuf::from)
 }
 
 #[cfg(test)]
@@ -248,13 +199,7 @@ mod tests {
         assert_eq!(backing_path(&chain[0]).as_deref(), Some(base.as_path()));
         let mut last = 0.0;
         convert(
-            &Convert {
-                source: &top,
-                source_format: "qcow2",
-                dest: &flat,
-                dest_format: "qcow2",
-                compress: true,
-            },
+            &Convert { source: &top, source_format: "qcow2", dest: &flat, dest_format: "qcow2", compress: true },
             |f| last = f,
             || false,
         )
@@ -273,12 +218,6 @@ mod tests {
             || false,
         )
         .unwrap_err();
-        assert!(matches!(
-            err,
-            SnapshotError::QemuImg {
-                command: "convert",
-                ..
-            }
-        ));
+        assert!(matches!(err, SnapshotError::QemuImg { command: "convert", .. }));
     }
 }

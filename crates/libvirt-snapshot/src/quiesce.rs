@@ -43,17 +43,10 @@ impl Frozen {
     pub fn thaw(mut self) -> Result<QuiesceWindow, SnapshotError> {
         self.thawed = true;
         let result = ffi::fs_thaw(&self.domain);
-        let window = QuiesceWindow {
-            duration: self.frozen_at.elapsed(),
-            filesystems: self.filesystems,
-        };
+        let window = QuiesceWindow { duration: self.frozen_at.elapsed(), filesystems: self.filesystems };
         match result {
             Ok(n) => {
-                tracing::info!(
-                    thawed = n,
-                    window_ms = window.duration.as_millis() as u64,
-                    "guest filesystems thawed"
-                );
+                tracing::info!(thawed = n, window_ms = window.duration.as_millis() as u64, "guest filesystems thawed");
                 Ok(window)
             }
             Err(e) => {
@@ -92,9 +85,7 @@ impl Drop for Frozen {
 /// required but impossible.
 pub(crate) fn should_quiesce(policy: QuiescePolicy, qemu: bool) -> Result<bool, SnapshotError> {
     let refusal = if !qemu {
-        SnapshotError::QuiesceNotSupported {
-            reason: "the hypervisor is not QEMU/KVM".into(),
-        }
+        SnapshotError::QuiesceNotSupported { reason: "the hypervisor is not QEMU/KVM".into() }
     } else if !policy.agent_enabled {
         SnapshotError::AgentNotEnabled
     } else {
@@ -131,13 +122,7 @@ struct Handoff {
 /// caller does not thaw itself: the freeze thread, still blocked in the
 /// freeze, thaws right after it returns, whatever the freeze did.
 pub(crate) fn freeze(domain: &Domain, timeout: Duration) -> Result<Frozen, SnapshotError> {
-    let shared = Arc::new((
-        Mutex::new(Handoff {
-            result: None,
-            abandoned: false,
-        }),
-        Condvar::new(),
-    ));
+    let shared = Arc::new((Mutex::new(Handoff { result: None, abandoned: false }), Condvar::new()));
     let theirs = Arc::clone(&shared);
     let dom = domain.clone();
     std::thread::Builder::new()
@@ -161,11 +146,7 @@ pub(crate) fn freeze(domain: &Domain, timeout: Duration) -> Result<Frozen, Snaps
             // whatever this late freeze did (a no-op if nothing is frozen).
             let took_ms = started.elapsed().as_millis() as u64;
             match ffi::fs_thaw(&dom) {
-                Ok(n) => tracing::warn!(
-                    freeze_took_ms = took_ms,
-                    thawed = n,
-                    "late fsFreeze returned; guest thawed"
-                ),
+                Ok(n) => tracing::warn!(freeze_took_ms = took_ms, thawed = n, "late fsFreeze returned; guest thawed"),
                 Err(e) => tracing::error!(
                     freeze_took_ms = took_ms,
                     error = %e,
@@ -186,26 +167,14 @@ pub(crate) fn freeze(domain: &Domain, timeout: Duration) -> Result<Frozen, Snaps
             handoff.abandoned = true;
             break;
         }
-        handoff = cv
-            .wait_timeout(handoff, deadline - now)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
+        handoff = cv.wait_timeout(handoff, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
     }
     let result = handoff.result.take();
     drop(handoff);
     match result {
         Some(Ok(n)) => {
-            tracing::info!(
-                frozen = n,
-                took_ms = started.elapsed().as_millis() as u64,
-                "guest filesystems frozen"
-            );
-            Ok(Frozen {
-                domain: domain.clone(),
-                frozen_at: Instant::now(),
-                filesystems: n,
-                thawed: false,
-            })
+            tracing::info!(frozen = n, took_ms = started.elapsed().as_millis() as u64, "guest filesystems frozen");
+            Ok(Frozen { domain: domain.clone(), frozen_at: Instant::now(), filesystems: n, thawed: false })
         }
         Some(Err((code, message))) => {
             // A partial freeze is possible; thawing a thawed guest is a no-op.
@@ -215,16 +184,10 @@ pub(crate) fn freeze(domain: &Domain, timeout: Duration) -> Result<Frozen, Snaps
             } else {
                 message
             };
-            Err(SnapshotError::QuiesceFailed {
-                message,
-                agent_unresponsive: code == VIR_ERR_AGENT_UNRESPONSIVE,
-            })
+            Err(SnapshotError::QuiesceFailed { message, agent_unresponsive: code == VIR_ERR_AGENT_UNRESPONSIVE })
         }
         None => {
-            tracing::warn!(
-                ?timeout,
-                "fsFreeze did not return in time; it is thawed as soon as it returns"
-            );
+            tracing::warn!(?timeout, "fsFreeze did not return in time; it is thawed as soon as it returns");
             Err(SnapshotError::QuiesceFailed {
                 message: format!("the guest agent did not freeze within {timeout:?}"),
                 agent_unresponsive: true,
@@ -239,20 +202,11 @@ mod tests {
 
     #[test]
     fn nova_can_quiesce_semantics() {
-        let p = |agent_enabled, required| QuiescePolicy {
-            agent_enabled,
-            required,
-        };
+        let p = |agent_enabled, required| QuiescePolicy { agent_enabled, required };
         assert!(should_quiesce(p(true, false), true).unwrap());
         assert!(!should_quiesce(p(false, false), true).unwrap());
         assert!(!should_quiesce(p(true, false), false).unwrap());
-        assert!(matches!(
-            should_quiesce(p(false, true), true),
-            Err(SnapshotError::AgentNotEnabled)
-        ));
-        assert!(matches!(
-            should_quiesce(p(true, true), false),
-            Err(SnapshotError::QuiesceNotSupported { .. })
-        ));
+        assert!(matches!(should_quiesce(p(false, true), true), Err(SnapshotError::AgentNotEnabled)));
+        assert!(matches!(should_quiesce(p(true, true), false), Err(SnapshotError::QuiesceNotSupported { .. })));
     }
 }

@@ -77,19 +77,13 @@ pub fn recover(hv: &Hypervisor, journal: &Journal) -> Result<RecoveryReport, Sna
             Ok(r) => r,
             Err(error) => {
                 tracing::error!(path = %path.display(), error, "unreadable journal record removed");
-                report.actions.push(RecoveryAction::Unreadable {
-                    path: path.clone(),
-                    error,
-                });
+                report.actions.push(RecoveryAction::Unreadable { path: path.clone(), error });
                 journal.remove(&path)?;
                 continue;
             }
         };
         if owner_alive(&record) {
-            report.actions.push(RecoveryAction::SkippedLiveOwner {
-                record: record.id.clone(),
-                pid: record.pid,
-            });
+            report.actions.push(RecoveryAction::SkippedLiveOwner { record: record.id.clone(), pid: record.pid });
             continue;
         }
         tracing::warn!(
@@ -122,37 +116,23 @@ pub(crate) fn undo(conn: &Connect, record: &JournalRecord) -> (Vec<RecoveryActio
         Ok(d) => Some(d),
         Err(e) if e.code().to_raw() == VIR_ERR_NO_DOMAIN => None,
         Err(e) => {
-            actions.push(RecoveryAction::Failed {
-                domain: uuid.into(),
-                step: "lookup",
-                error: e.to_string(),
-            });
+            actions.push(RecoveryAction::Failed { domain: uuid.into(), step: "lookup", error: e.to_string() });
             return (actions, false);
         }
     };
     let mut fail = |actions: &mut Vec<RecoveryAction>, step, error: String| {
         tracing::error!(domain = uuid, step, error, "recovery step failed");
-        actions.push(RecoveryAction::Failed {
-            domain: uuid.into(),
-            step,
-            error,
-        });
+        actions.push(RecoveryAction::Failed { domain: uuid.into(), step, error });
         complete = false;
     };
     if let Some(dom) = &domain {
         for step in &record.steps {
             let result = match step {
                 Step::MirrorJob { disk, dest } => abort_mirror(dom, disk, dest).map(|done| {
-                    done.then(|| RecoveryAction::MirrorAborted {
-                        domain: uuid.into(),
-                        disk: disk.clone(),
-                    })
+                    done.then(|| RecoveryAction::MirrorAborted { domain: uuid.into(), disk: disk.clone() })
                 }),
-                Step::BackupJob { target } => abort_backup(dom, target).map(|done| {
-                    done.then(|| RecoveryAction::BackupAborted {
-                        domain: uuid.into(),
-                    })
-                }),
+                Step::BackupJob { target } => abort_backup(dom, target)
+                    .map(|done| done.then(|| RecoveryAction::BackupAborted { domain: uuid.into() })),
                 _ => Ok(None),
             };
             match result {
@@ -163,19 +143,14 @@ pub(crate) fn undo(conn: &Connect, record: &JournalRecord) -> (Vec<RecoveryActio
         }
         if record.steps.contains(&Step::Paused) {
             match resume_if_paused(dom) {
-                Ok(true) => actions.push(RecoveryAction::Resumed {
-                    domain: uuid.into(),
-                }),
+                Ok(true) => actions.push(RecoveryAction::Resumed { domain: uuid.into() }),
                 Ok(false) => {}
                 Err(e) => fail(&mut actions, "resume", e),
             }
         }
         if record.steps.contains(&Step::Quiesce) {
             match thaw_if_running(dom) {
-                Ok(Some(n)) => actions.push(RecoveryAction::Thawed {
-                    domain: uuid.into(),
-                    filesystems: n,
-                }),
+                Ok(Some(n)) => actions.push(RecoveryAction::Thawed { domain: uuid.into(), filesystems: n }),
                 Ok(None) => {}
                 Err(e) => fail(&mut actions, "thaw", e),
             }
@@ -183,15 +158,10 @@ pub(crate) fn undo(conn: &Connect, record: &JournalRecord) -> (Vec<RecoveryActio
     }
     for step in &record.steps {
         if let Step::PersistentDefinition { xml } = step {
-            let transient = domain
-                .as_ref()
-                .map(|d| !d.is_persistent().unwrap_or(true))
-                .unwrap_or(true);
+            let transient = domain.as_ref().map(|d| !d.is_persistent().unwrap_or(true)).unwrap_or(true);
             if transient {
                 match conn.define_domain_xml(xml) {
-                    Ok(_) => actions.push(RecoveryAction::Redefined {
-                        domain: uuid.into(),
-                    }),
+                    Ok(_) => actions.push(RecoveryAction::Redefined { domain: uuid.into() }),
                     Err(e) => fail(&mut actions, "define", e.to_string()),
                 }
             }
@@ -203,11 +173,7 @@ pub(crate) fn undo(conn: &Connect, record: &JournalRecord) -> (Vec<RecoveryActio
                 if remove_tree(path) {
                     actions.push(RecoveryAction::TempDirRemoved { path: path.clone() });
                 } else {
-                    fail(
-                        &mut actions,
-                        "remove temp dir",
-                        format!("cannot remove {}", path.display()),
-                    );
+                    fail(&mut actions, "remove temp dir", format!("cannot remove {}", path.display()));
                 }
             }
         }
@@ -297,28 +263,14 @@ mod tests {
             strategy: "backup".into(),
             steps: vec![Step::TempDir { path: tmp.clone() }, Step::Quiesce],
         };
-        std::fs::write(
-            journal.dir().join("dead.json"),
-            serde_json::to_vec(&dead).unwrap(),
-        )
-        .unwrap();
+        std::fs::write(journal.dir().join("dead.json"), serde_json::to_vec(&dead).unwrap()).unwrap();
         // A record of this (live) process.
-        let live = journal
-            .begin("00000000-0000-0000-0000-0000000000bb", "mirror")
-            .unwrap();
+        let live = journal.begin("00000000-0000-0000-0000-0000000000bb", "mirror").unwrap();
         let hv = Hypervisor::open("test:///default").unwrap();
         let report = recover(&hv, &journal).unwrap();
         assert_eq!(report.records, 2);
-        assert!(
-            report
-                .actions
-                .contains(&RecoveryAction::TempDirRemoved { path: tmp.clone() }),
-            "{report:?}"
-        );
-        assert!(report
-            .actions
-            .iter()
-            .any(|a| matches!(a, RecoveryAction::SkippedLiveOwner { .. })));
+        assert!(report.actions.contains(&RecoveryAction::TempDirRemoved { path: tmp.clone() }), "{report:?}");
+        assert!(report.actions.iter().any(|a| matches!(a, RecoveryAction::SkippedLiveOwner { .. })));
         assert!(!tmp.exists());
         let left = journal.pending().unwrap();
         assert_eq!(left.len(), 1, "only the live record stays");

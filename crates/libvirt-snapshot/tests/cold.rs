@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use libvirt_snapshot::{
-    CancelToken, FileSink, ImageFormat, Phase, PowerState, Progress, QuiescePolicy, SnapshotEngine,
-    SnapshotRequest, SnapshotStrategy,
+    CancelToken, FileSink, ImageFormat, Phase, PowerState, Progress, QuiescePolicy, SnapshotEngine, SnapshotRequest,
+    SnapshotStrategy,
 };
 use virt::domain::DomainState;
 
@@ -20,9 +20,7 @@ fn cold_pauses_a_running_guest_and_never_starts_a_shut_off_one() {
     require_stack();
     let scratch = Scratch::new("lvs-cold-");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let engine = rt
-        .block_on(SnapshotEngine::connect(scratch.config()))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let engine = rt.block_on(SnapshotEngine::connect(scratch.config())).unwrap_or_else(|e| panic!("{e}"));
     let guest = boot("lvs-cold");
     let uuid = guest.uuid().to_string();
     sh(&guest, "echo cold-data > /data/cold.txt && sync");
@@ -32,49 +30,25 @@ fn cold_pauses_a_running_guest_and_never_starts_a_shut_off_one() {
     let dom = guest.domain().clone();
     let record = seen.clone();
     let progress = Arc::new(move |p: Progress| {
-        let state = dom
-            .state()
-            .ok()
-            .and_then(|(s, _)| s.known())
-            .unwrap_or(DomainState::NoState);
+        let state = dom.state().ok().and_then(|(s, _)| s.known()).unwrap_or(DomainState::NoState);
         record.lock().unwrap().push((p.phase, state));
     });
     let req = SnapshotRequest {
         instance_uuid: uuid.clone(),
         name: "cold-running".into(),
-        quiesce: QuiescePolicy {
-            agent_enabled: true,
-            required: true,
-        },
+        quiesce: QuiescePolicy { agent_enabled: true, required: true },
         strategy: Some(SnapshotStrategy::Cold),
     };
-    let out = rt
-        .block_on(engine.snapshot(req, Some(progress)))
-        .unwrap_or_else(|e| panic!("cold snapshot: {e}"));
-    eprintln!(
-        "MEASURE Cold running: {:?}, freeze window {:?}",
-        out.elapsed,
-        out.quiesce.map(|w| w.duration)
-    );
+    let out = rt.block_on(engine.snapshot(req, Some(progress))).unwrap_or_else(|e| panic!("cold snapshot: {e}"));
+    eprintln!("MEASURE Cold running: {:?}, freeze window {:?}", out.elapsed, out.quiesce.map(|w| w.duration));
     assert_eq!(out.strategy, SnapshotStrategy::Cold);
     assert_eq!(out.power_state, PowerState::Running);
     let seen = seen.lock().unwrap().clone();
     assert!(!seen.is_empty(), "no progress was reported");
-    assert!(
-        seen.iter().all(|(_, s)| *s == DomainState::Paused),
-        "not paused during the copy: {seen:?}"
-    );
-    assert_eq!(
-        guest.domain().state().unwrap().0.known(),
-        Some(DomainState::Running),
-        "running again afterwards"
-    );
+    assert!(seen.iter().all(|(_, s)| *s == DomainState::Paused), "not paused during the copy: {seen:?}");
+    assert_eq!(guest.domain().state().unwrap().0.known(), Some(DomainState::Running), "running again afterwards");
     assert_eq!(guest.fsfreeze_status().unwrap(), "thawed");
-    assert_eq!(
-        sh(&guest, "cat /data/cold.txt"),
-        "cold-data\n",
-        "the guest still answers"
-    );
+    assert_eq!(sh(&guest, "cat /data/cold.txt"), "cold-data\n", "the guest still answers");
     assert_standalone(out.image.path());
     let got = read_back_replayed(out.image.path(), "/cold.txt", scratch.dir.path());
     assert_eq!(got.as_deref(), Some(&b"cold-data\n"[..]));
@@ -85,39 +59,17 @@ fn cold_pauses_a_running_guest_and_never_starts_a_shut_off_one() {
     let req = SnapshotRequest {
         instance_uuid: uuid.clone(),
         name: "cold-panic".into(),
-        quiesce: QuiescePolicy {
-            agent_enabled: true,
-            required: true,
-        },
+        quiesce: QuiescePolicy { agent_enabled: true, required: true },
         strategy: Some(SnapshotStrategy::Cold),
     };
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        engine.snapshot_blocking(
-            &req,
-            &|_| panic!("progress callback panics"),
-            &CancelToken::new(),
-        )
+        engine.snapshot_blocking(&req, &|_| panic!("progress callback panics"), &CancelToken::new())
     }));
     assert!(panicked.is_err(), "the panic must reach the caller");
-    assert_eq!(
-        guest.domain().state().unwrap().0.known(),
-        Some(DomainState::Running),
-        "resumed after a panic"
-    );
-    assert_eq!(
-        guest.fsfreeze_status().unwrap(),
-        "thawed",
-        "thawed after a panic"
-    );
-    assert!(
-        scratch.leftovers().is_empty(),
-        "temp files left after a panic: {:?}",
-        scratch.leftovers()
-    );
-    assert!(
-        scratch.journal_records().is_empty(),
-        "journal left after a panic"
-    );
+    assert_eq!(guest.domain().state().unwrap().0.known(), Some(DomainState::Running), "resumed after a panic");
+    assert_eq!(guest.fsfreeze_status().unwrap(), "thawed", "thawed after a panic");
+    assert!(scratch.leftovers().is_empty(), "temp files left after a panic: {:?}", scratch.leftovers());
+    assert!(scratch.journal_records().is_empty(), "journal left after a panic");
 
     // Configured output format and compression.
     for (format, compress) in [(ImageFormat::Raw, false), (ImageFormat::Qcow2, true)] {
@@ -131,9 +83,7 @@ fn cold_pauses_a_running_guest_and_never_starts_a_shut_off_one() {
             quiesce: QuiescePolicy::default(),
             strategy: Some(SnapshotStrategy::Cold),
         };
-        let out = other
-            .snapshot_blocking(&req, &|_| {}, &CancelToken::new())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let out = other.snapshot_blocking(&req, &|_| {}, &CancelToken::new()).unwrap_or_else(|e| panic!("{e}"));
         let info = stack_tests::qemu_img_info(out.image.path()).unwrap();
         assert_eq!(info[0]["format"], format.as_str());
         if compress {
@@ -143,10 +93,7 @@ fn cold_pauses_a_running_guest_and_never_starts_a_shut_off_one() {
                 .output()
                 .unwrap();
             let check: serde_json::Value = serde_json::from_slice(&out2.stdout).unwrap();
-            assert!(
-                check["compressed-clusters"].as_u64().unwrap_or(0) > 0,
-                "not compressed: {check}"
-            );
+            assert!(check["compressed-clusters"].as_u64().unwrap_or(0) > 0, "not compressed: {check}");
         }
         assert_standalone(out.image.path());
         assert_eq!(
@@ -161,23 +108,15 @@ fn cold_pauses_a_running_guest_and_never_starts_a_shut_off_one() {
     let req = SnapshotRequest {
         instance_uuid: uuid,
         name: "cold-off".into(),
-        quiesce: QuiescePolicy {
-            agent_enabled: true,
-            required: false,
-        },
+        quiesce: QuiescePolicy { agent_enabled: true, required: false },
         strategy: None,
     };
-    let out = rt
-        .block_on(engine.snapshot(req, None))
-        .unwrap_or_else(|e| panic!("shut-off snapshot: {e}"));
+    let out = rt.block_on(engine.snapshot(req, None)).unwrap_or_else(|e| panic!("shut-off snapshot: {e}"));
     eprintln!("MEASURE Cold shut off: {:?}", out.elapsed);
     assert_eq!(out.strategy, SnapshotStrategy::Cold);
     assert_eq!(out.power_state, PowerState::Shutdown);
     assert!(out.quiesce.is_none());
-    assert!(
-        !guest.domain().is_active().unwrap(),
-        "a shut-off guest must not be started"
-    );
+    assert!(!guest.domain().is_active().unwrap(), "a shut-off guest must not be started");
     assert!(guest.domain().is_persistent().unwrap());
     assert_standalone(out.image.path());
     let got = read_back_replayed(out.image.path(), "/off.txt", scratch.dir.path());
@@ -197,11 +136,7 @@ fn cold_pauses_a_running_guest_and_never_starts_a_shut_off_one() {
     let (written, summary) = engine
         .snapshot_with_sink_blocking(
             &req,
-            move |_workdir, _format| FileSink {
-                path: target,
-                format: ImageFormat::Raw,
-                compress: false,
-            },
+            move |_workdir, _format| FileSink { path: target, format: ImageFormat::Raw, compress: false },
             &|_| {},
             &CancelToken::new(),
         )
@@ -211,10 +146,6 @@ fn cold_pauses_a_running_guest_and_never_starts_a_shut_off_one() {
     assert_standalone(&written);
     let got = read_back_replayed(&written, "/off.txt", scratch.dir.path());
     assert_eq!(got.as_deref(), Some(&b"off-data\n"[..]));
-    assert!(
-        scratch.leftovers().is_empty(),
-        "temp files left: {:?}",
-        scratch.leftovers()
-    );
+    assert!(scratch.leftovers().is_empty(), "temp files left: {:?}", scratch.leftovers());
     assert!(scratch.journal_records().is_empty());
 }

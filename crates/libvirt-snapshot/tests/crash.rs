@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use libvirt_snapshot::{
-    CancelToken, JournalRecord, QuiescePolicy, RecoveryAction, SnapshotEngine, SnapshotRequest,
-    SnapshotStrategy, Step,
+    CancelToken, JournalRecord, QuiescePolicy, RecoveryAction, SnapshotEngine, SnapshotRequest, SnapshotStrategy, Step,
 };
 use stack_tests::{Guest, GuestOptions};
 use virt::domain::DomainState;
@@ -50,10 +49,7 @@ fn child_snapshot_process() {
     let req = SnapshotRequest {
         instance_uuid: uuid,
         name: "killed".into(),
-        quiesce: QuiescePolicy {
-            agent_enabled: true,
-            required: true,
-        },
+        quiesce: QuiescePolicy { agent_enabled: true, required: true },
         strategy: Some(strategy),
     };
     let out = engine.snapshot_blocking(&req, &|_| {}, &CancelToken::new());
@@ -62,41 +58,24 @@ fn child_snapshot_process() {
 
 /// A booted guest whose overlay holds 512 MiB of data beyond its filesystem.
 fn big_guest() -> Guest {
-    let guest = GuestOptions::new("lvs-crash")
-        .define()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let guest = GuestOptions::new("lvs-crash").define().unwrap_or_else(|e| panic!("{e}"));
     let disk = guest.disk_path();
     let run = |cmd: &mut Command| {
         let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
-    run(Command::new("qemu-img")
-        .args(["resize", "-q", "-f", "qcow2"])
-        .arg(&disk)
-        .arg("768M"));
-    run(Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", "write -q -P 0xab 256M 512M"])
-        .arg(&disk));
+    run(Command::new("qemu-img").args(["resize", "-q", "-f", "qcow2"]).arg(&disk).arg("768M"));
+    run(Command::new("qemu-io").args(["-f", "qcow2", "-c", "write -q -P 0xab 256M 512M"]).arg(&disk));
     guest
 }
 
 fn qmp(guest: &Guest, cmd: &str) -> serde_json::Value {
-    let reply = guest
-        .domain()
-        .qemu_monitor_command(cmd, 0)
-        .unwrap_or_else(|e| panic!("QMP {cmd}: {e}"));
+    let reply = guest.domain().qemu_monitor_command(cmd, 0).unwrap_or_else(|e| panic!("QMP {cmd}: {e}"));
     serde_json::from_str(&reply).unwrap()
 }
 
 fn block_jobs(guest: &Guest) -> Vec<serde_json::Value> {
-    qmp(guest, r#"{"execute":"query-block-jobs"}"#)["return"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    qmp(guest, r#"{"execute":"query-block-jobs"}"#)["return"].as_array().cloned().unwrap_or_default()
 }
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -112,20 +91,13 @@ fn sigkill_mid_job_then_recover() {
     require_stack();
     let guest = big_guest();
     guest.start().unwrap_or_else(|e| panic!("{e}"));
-    guest
-        .wait_for_agent(Duration::from_secs(180))
-        .unwrap_or_else(|e| panic!("{e}"));
+    guest.wait_for_agent(Duration::from_secs(180)).unwrap_or_else(|e| panic!("{e}"));
     let uuid = guest.uuid().to_string();
 
     for strategy in ["backup", "mirror"] {
         let scratch = Scratch::new("lvs-crash-");
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_snapshot_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["--exact", "child_snapshot_process", "--nocapture", "--test-threads=1"])
             .env(ENV_UUID, &uuid)
             .env(ENV_DIR, scratch.dir.path())
             .env(ENV_STRATEGY, strategy)
@@ -134,100 +106,47 @@ fn sigkill_mid_job_then_recover() {
             .spawn()
             .unwrap();
         // Wait for the job, and slow the backup down as soon as it shows.
-        wait_until(
-            &format!("the {strategy} job"),
-            Duration::from_secs(60),
-            || {
-                let jobs = block_jobs(&guest);
-                let Some(job) = jobs.first() else {
-                    return false;
-                };
-                if strategy == "backup" {
-                    let device = job["device"].as_str().unwrap().to_owned();
-                    let cmd = serde_json::json!({"execute": "block-job-set-speed", "arguments": {"device": device, "speed": 1 << 20}});
-                    qmp(&guest, &cmd.to_string());
-                }
-                true
-            },
-        );
+        wait_until(&format!("the {strategy} job"), Duration::from_secs(60), || {
+            let jobs = block_jobs(&guest);
+            let Some(job) = jobs.first() else {
+                return false;
+            };
+            if strategy == "backup" {
+                let device = job["device"].as_str().unwrap().to_owned();
+                let cmd = serde_json::json!({"execute": "block-job-set-speed", "arguments": {"device": device, "speed": 1 << 20}});
+                qmp(&guest, &cmd.to_string());
+            }
+            true
+        });
         std::thread::sleep(Duration::from_millis(800));
         let jobs = block_jobs(&guest);
-        assert_eq!(
-            jobs.len(),
-            1,
-            "{strategy}: the job must still run when the process is killed: {jobs:?}"
-        );
-        assert!(
-            jobs[0]["offset"].as_u64() < jobs[0]["len"].as_u64(),
-            "{strategy}: mid-job: {jobs:?}"
-        );
+        assert_eq!(jobs.len(), 1, "{strategy}: the job must still run when the process is killed: {jobs:?}");
+        assert!(jobs[0]["offset"].as_u64() < jobs[0]["len"].as_u64(), "{strategy}: mid-job: {jobs:?}");
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        assert!(
-            !scratch.leftovers().is_empty(),
-            "{strategy}: the killed process left its temp dir (as expected)"
-        );
-        assert!(
-            !scratch.journal_records().is_empty(),
-            "{strategy}: and its journal record"
-        );
+        assert!(!scratch.leftovers().is_empty(), "{strategy}: the killed process left its temp dir (as expected)");
+        assert!(!scratch.journal_records().is_empty(), "{strategy}: and its journal record");
 
         // A fresh process would do exactly this at start-up.
         let engine = scratch.engine();
-        let report = engine
-            .recover_blocking()
-            .unwrap_or_else(|e| panic!("recover: {e}"));
+        let report = engine.recover_blocking().unwrap_or_else(|e| panic!("recover: {e}"));
         eprintln!("{strategy}: recovery: {report:?}");
-        let aborted = report.actions.iter().any(|a| {
-            matches!(
-                a,
-                RecoveryAction::BackupAborted { .. } | RecoveryAction::MirrorAborted { .. }
-            )
-        });
+        let aborted = report
+            .actions
+            .iter()
+            .any(|a| matches!(a, RecoveryAction::BackupAborted { .. } | RecoveryAction::MirrorAborted { .. }));
         assert!(aborted, "{strategy}: no job aborted: {report:?}");
-        assert!(
-            report.kept.is_empty(),
-            "{strategy}: records kept: {report:?}"
-        );
-        wait_until("the job to go away", Duration::from_secs(30), || {
-            block_jobs(&guest).is_empty()
-        });
+        assert!(report.kept.is_empty(), "{strategy}: records kept: {report:?}");
+        wait_until("the job to go away", Duration::from_secs(30), || block_jobs(&guest).is_empty());
         let dom = guest.domain();
         assert!(dom.is_persistent().unwrap(), "{strategy}: not persistent");
-        assert_eq!(
-            dom.state().unwrap().0.known(),
-            Some(DomainState::Running),
-            "{strategy}: not running"
-        );
-        assert_eq!(
-            guest.fsfreeze_status().unwrap(),
-            "thawed",
-            "{strategy}: frozen"
-        );
-        assert!(
-            !dom.xml_desc(0).unwrap().contains("<mirror"),
-            "{strategy}: mirror left in the XML"
-        );
-        assert_eq!(
-            engine.hypervisor().domain_job_type(&uuid).unwrap(),
-            0,
-            "{strategy}: a domain job is left"
-        );
-        assert_eq!(
-            engine.hypervisor().block_job(&uuid, "vda").unwrap(),
-            None,
-            "{strategy}: a block job is left"
-        );
-        assert!(
-            scratch.leftovers().is_empty(),
-            "{strategy}: temp files left: {:?}",
-            scratch.leftovers()
-        );
-        assert!(
-            scratch.journal_records().is_empty(),
-            "{strategy}: journal left: {:?}",
-            scratch.journal_records()
-        );
+        assert_eq!(dom.state().unwrap().0.known(), Some(DomainState::Running), "{strategy}: not running");
+        assert_eq!(guest.fsfreeze_status().unwrap(), "thawed", "{strategy}: frozen");
+        assert!(!dom.xml_desc(0).unwrap().contains("<mirror"), "{strategy}: mirror left in the XML");
+        assert_eq!(engine.hypervisor().domain_job_type(&uuid).unwrap(), 0, "{strategy}: a domain job is left");
+        assert_eq!(engine.hypervisor().block_job(&uuid, "vda").unwrap(), None, "{strategy}: a block job is left");
+        assert!(scratch.leftovers().is_empty(), "{strategy}: temp files left: {:?}", scratch.leftovers());
+        assert!(scratch.journal_records().is_empty(), "{strategy}: journal left: {:?}", scratch.journal_records());
         sh(&guest, "echo still-alive > /data/alive.txt && sync");
     }
 
@@ -250,34 +169,20 @@ fn sigkill_mid_job_then_recover() {
         domain_uuid: uuid.clone(),
         strategy: "mirror".into(),
         steps: vec![
-            Step::TempDir {
-                path: leftover.clone(),
-            },
-            Step::PersistentDefinition {
-                xml: inactive_secure_xml,
-            },
+            Step::TempDir { path: leftover.clone() },
+            Step::PersistentDefinition { xml: inactive_secure_xml },
             Step::Quiesce,
             Step::Paused,
         ],
     };
     std::fs::create_dir_all(scratch.journal()).unwrap();
-    std::fs::write(
-        scratch.journal().join("dead.json"),
-        serde_json::to_vec(&record).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(scratch.journal().join("dead.json"), serde_json::to_vec(&record).unwrap()).unwrap();
     let engine = scratch.engine();
-    let report = engine
-        .recover_blocking()
-        .unwrap_or_else(|e| panic!("recover: {e}"));
+    let report = engine.recover_blocking().unwrap_or_else(|e| panic!("recover: {e}"));
     eprintln!("state recovery: {report:?}");
     assert!(report.kept.is_empty(), "{report:?}");
     assert!(dom.is_persistent().unwrap(), "definition not restored");
-    assert_eq!(
-        dom.state().unwrap().0.known(),
-        Some(DomainState::Running),
-        "not resumed"
-    );
+    assert_eq!(dom.state().unwrap().0.known(), Some(DomainState::Running), "not resumed");
     assert_eq!(guest.fsfreeze_status().unwrap(), "thawed", "not thawed");
     assert!(!leftover.exists(), "temp dir not removed");
     assert!(scratch.journal_records().is_empty());

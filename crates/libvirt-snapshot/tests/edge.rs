@@ -25,26 +25,16 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
-use libvirt_snapshot::{
-    CancelToken, QuiescePolicy, SnapshotEngine, SnapshotError, SnapshotRequest, SnapshotStrategy,
-};
+use libvirt_snapshot::{CancelToken, QuiescePolicy, SnapshotEngine, SnapshotError, SnapshotRequest, SnapshotStrategy};
 use stack_tests::Guest;
 use virt::domain::{DomainPausedReason, DomainState, DomainStateReason};
 use virt::enumutil::Enum;
 
-fn request(
-    guest: &Guest,
-    name: &str,
-    strategy: Option<SnapshotStrategy>,
-    required: bool,
-) -> SnapshotRequest {
+fn request(guest: &Guest, name: &str, strategy: Option<SnapshotStrategy>, required: bool) -> SnapshotRequest {
     SnapshotRequest {
         instance_uuid: guest.uuid().to_string(),
         name: name.into(),
-        quiesce: QuiescePolicy {
-            agent_enabled: true,
-            required,
-        },
+        quiesce: QuiescePolicy { agent_enabled: true, required },
         strategy,
     }
 }
@@ -54,24 +44,10 @@ fn assert_clean(guest: &Guest, engine: &SnapshotEngine, scratch: &Scratch, state
     let dom = guest.domain();
     let uuid = guest.uuid().to_string();
     assert_eq!(dom.state().unwrap().0.known(), Some(state));
-    assert!(
-        dom.is_persistent().unwrap(),
-        "the domain must stay persistent"
-    );
-    assert_eq!(
-        engine.hypervisor().block_job(&uuid, "vda").unwrap(),
-        None,
-        "a block job is left"
-    );
-    assert!(
-        !dom.xml_desc(0).unwrap().contains("<mirror"),
-        "a mirror is left"
-    );
-    assert_eq!(
-        engine.hypervisor().domain_job_type(&uuid).unwrap(),
-        0,
-        "a domain job is left"
-    );
+    assert!(dom.is_persistent().unwrap(), "the domain must stay persistent");
+    assert_eq!(engine.hypervisor().block_job(&uuid, "vda").unwrap(), None, "a block job is left");
+    assert!(!dom.xml_desc(0).unwrap().contains("<mirror"), "a mirror is left");
+    assert_eq!(engine.hypervisor().domain_job_type(&uuid).unwrap(), 0, "a domain job is left");
     scratch.assert_clean();
 }
 
@@ -119,14 +95,8 @@ fn a_mirror_that_cannot_converge_times_out_and_leaves_the_guest_clean() {
         Ok(out) => panic!("a throttled background mirror converged: {:?}", out.elapsed),
     }
     assert!(took >= deadline, "gave up before the deadline: {took:?}");
-    assert!(
-        took < deadline + Duration::from_secs(30),
-        "the abort took too long: {took:?}"
-    );
-    assert!(
-        written > 8 << 20,
-        "the guest was not writing: {written} bytes"
-    );
+    assert!(took < deadline + Duration::from_secs(30), "the abort took too long: {took:?}");
+    assert!(written > 8 << 20, "the guest was not writing: {written} bytes");
     assert_eq!(guest.fsfreeze_status().unwrap(), "thawed");
     assert_clean(&guest, &engine, &scratch, DomainState::Running);
     sh(&guest, "kill $(cat /tmp/writer.pids); true");
@@ -157,35 +127,22 @@ fn a_user_paused_guest_is_snapshotted_and_left_paused() {
     let engine = scratch.engine();
     let guest = boot("lvs-paused");
     let content = format!("paused {}\n", uuid::Uuid::new_v4());
-    sh(
-        &guest,
-        &format!("printf '%s' '{content}' > /data/paused.txt && sync"),
-    );
+    sh(&guest, &format!("printf '%s' '{content}' > /data/paused.txt && sync"));
     let out = std::process::Command::new("virsh")
         .args(["-c", stack_tests::LIBVIRT_URI, "suspend", guest.name()])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "virsh suspend: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "virsh suspend: {}", String::from_utf8_lossy(&out.stderr));
     let paused_by_user = || {
         let (state, reason) = guest.domain().state().unwrap();
         state.known() == Some(DomainState::Paused)
-            && matches!(
-                reason,
-                Enum::Known(DomainStateReason::Paused(Enum::Known(
-                    DomainPausedReason::User
-                )))
-            )
+            && matches!(reason, Enum::Known(DomainStateReason::Paused(Enum::Known(DomainPausedReason::User))))
     };
     assert!(paused_by_user());
 
-    for (strategy, expected) in [
-        (None, SnapshotStrategy::Backup),
-        (Some(SnapshotStrategy::Mirror), SnapshotStrategy::Mirror),
-    ] {
+    for (strategy, expected) in
+        [(None, SnapshotStrategy::Backup), (Some(SnapshotStrategy::Mirror), SnapshotStrategy::Mirror)]
+    {
         // Sample the domain state throughout the snapshot: never running.
         let stop = AtomicBool::new(false);
         let seen = Mutex::new(Vec::new());
@@ -209,40 +166,23 @@ fn a_user_paused_guest_is_snapshotted_and_left_paused() {
         });
         let out = res.unwrap_or_else(|e| panic!("{expected:?} of a paused guest: {e}"));
         eprintln!("MEASURE {expected:?} of a paused guest: {:?}", out.elapsed);
-        assert_eq!(
-            out.strategy, expected,
-            "a paused guest gets a live snapshot"
-        );
-        assert!(
-            out.quiesce.is_none(),
-            "a paused guest's agent cannot freeze"
-        );
+        assert_eq!(out.strategy, expected, "a paused guest gets a live snapshot");
+        assert!(out.quiesce.is_none(), "a paused guest's agent cannot freeze");
         assert!(
             seen.lock().unwrap().is_empty(),
             "{expected:?}: the guest left the paused state: {:?}",
             seen.lock().unwrap()
         );
-        assert!(
-            paused_by_user(),
-            "{expected:?}: the guest must stay paused (user)"
-        );
+        assert!(paused_by_user(), "{expected:?}: the guest must stay paused (user)");
         assert_standalone(out.image.path());
         let got = read_back_replayed(out.image.path(), "/paused.txt", scratch.dir.path());
-        assert_eq!(
-            got.as_deref(),
-            Some(content.as_bytes()),
-            "{expected:?}: data lost"
-        );
+        assert_eq!(got.as_deref(), Some(content.as_bytes()), "{expected:?}: data lost");
         drop(out);
         assert_clean(&guest, &engine, &scratch, DomainState::Paused);
     }
 
     // os_require_quiesce on a paused guest: a clean refusal, still paused.
-    match engine.snapshot_blocking(
-        &request(&guest, "paused-required", None, true),
-        &|_| {},
-        &CancelToken::new(),
-    ) {
+    match engine.snapshot_blocking(&request(&guest, "paused-required", None, true), &|_| {}, &CancelToken::new()) {
         Err(SnapshotError::QuiesceFailed { .. }) => {}
         other => panic!("expected QuiesceFailed, got {other:?}"),
     }
@@ -251,13 +191,8 @@ fn a_user_paused_guest_is_snapshotted_and_left_paused() {
 
     // Resumed by the user, the guest is whole.
     guest.domain().resume().unwrap();
-    guest
-        .wait_for_agent(Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        guest.read_file("/data/paused.txt").unwrap(),
-        content.as_bytes()
-    );
+    guest.wait_for_agent(Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(guest.read_file("/data/paused.txt").unwrap(), content.as_bytes());
 }
 
 #[test]
@@ -279,31 +214,22 @@ fn a_freeze_that_times_out_fails_at_the_deadline_and_is_thawed_when_it_lands() {
 
     let started = Instant::now();
     let res = engine.snapshot_blocking(
-        &request(
-            &guest,
-            "freeze-timeout",
-            Some(SnapshotStrategy::Backup),
-            true,
-        ),
+        &request(&guest, "freeze-timeout", Some(SnapshotStrategy::Backup), true),
         &|_| {},
         &CancelToken::new(),
     );
     let took = started.elapsed();
     eprintln!("MEASURE freeze timeout 1 s with a SIGSTOPped agent: snapshot failed after {took:?}");
     match res {
-        Err(SnapshotError::QuiesceFailed {
-            agent_unresponsive: true,
-            message,
-        }) => assert!(message.contains("did not freeze within"), "{message}"),
+        Err(SnapshotError::QuiesceFailed { agent_unresponsive: true, message }) => {
+            assert!(message.contains("did not freeze within"), "{message}")
+        }
         other => panic!("expected a timed-out freeze, got {other:?}"),
     }
     // Bounded by quiesce_timeout, not by libvirt (which blocks on a hung
     // agent until it answers: here for the rest of the agent's 25 s stop).
     assert!(took >= Duration::from_secs(1));
-    assert!(
-        took < Duration::from_secs(6),
-        "the caller waited for the agent: {took:?}"
-    );
+    assert!(took < Duration::from_secs(6), "the caller waited for the agent: {took:?}");
     assert_clean(&guest, &engine, &scratch, DomainState::Running);
     // Once the agent runs again, the pending freeze lands and the freeze
     // thread thaws it right after: the guest must end thawed.

@@ -14,18 +14,13 @@ mod common;
 use std::time::Instant;
 
 use common::*;
-use libvirt_snapshot::{
-    CancelToken, QuiescePolicy, SnapshotOutcome, SnapshotRequest, SnapshotStrategy,
-};
+use libvirt_snapshot::{CancelToken, QuiescePolicy, SnapshotOutcome, SnapshotRequest, SnapshotStrategy};
 
 fn request(uuid: &str, strategy: SnapshotStrategy, quiesce: bool) -> SnapshotRequest {
     SnapshotRequest {
         instance_uuid: uuid.into(),
         name: uuid::Uuid::new_v4().simple().to_string(),
-        quiesce: QuiescePolicy {
-            agent_enabled: quiesce,
-            required: quiesce,
-        },
+        quiesce: QuiescePolicy { agent_enabled: quiesce, required: quiesce },
         strategy: Some(strategy),
     }
 }
@@ -41,11 +36,7 @@ fn live_backup_and_mirror_quiesce_consistency_and_standalone_images() {
     let snap = |strategy, quiesce| -> SnapshotOutcome {
         let started = Instant::now();
         let out = engine
-            .snapshot_blocking(
-                &request(&uuid, strategy, quiesce),
-                &|_| {},
-                &CancelToken::new(),
-            )
+            .snapshot_blocking(&request(&uuid, strategy, quiesce), &|_| {}, &CancelToken::new())
             .unwrap_or_else(|e| panic!("{strategy:?} snapshot failed: {e}"));
         assert_eq!(out.strategy, strategy);
         assert_standalone(out.image.path());
@@ -62,18 +53,14 @@ fn live_backup_and_mirror_quiesce_consistency_and_standalone_images() {
     let control = snap(SnapshotStrategy::Backup, false);
     // (The directory entry may already be there; the data must not.)
     let got = read_back(control.image.path(), "/control.txt", scratch.dir.path());
-    assert!(
-        got.as_deref().is_none_or(|c| c != b"control\n"),
-        "control: dirty data reached the disk without a freeze"
-    );
+    assert!(got.as_deref().is_none_or(|c| c != b"control\n"), "control: dirty data reached the disk without a freeze");
     drop(control);
 
     // Issue test 1: quiesced, the unsynced file is in the image.
     let mut kept = Vec::new();
-    for (strategy, file) in [
-        (SnapshotStrategy::Backup, "unsynced-backup.txt"),
-        (SnapshotStrategy::Mirror, "unsynced-mirror.txt"),
-    ] {
+    for (strategy, file) in
+        [(SnapshotStrategy::Backup, "unsynced-backup.txt"), (SnapshotStrategy::Mirror, "unsynced-mirror.txt")]
+    {
         let content = format!("{file} {}\n", uuid::Uuid::new_v4());
         sh(&guest, &format!("printf '%s' '{content}' > /data/{file}"));
         let out = snap(strategy, true);
@@ -95,28 +82,15 @@ fn live_backup_and_mirror_quiesce_consistency_and_standalone_images() {
             let token = format!("{strategy:?}-{i}-{}", uuid::Uuid::new_v4());
             sh(&guest, &format!("echo {token} > /data/cycle.txt && sync"));
             let out = snap(strategy, false);
-            let got = read_back_replayed(out.image.path(), "/cycle.txt", scratch.dir.path())
-                .expect("cycle file");
-            assert_eq!(
-                String::from_utf8_lossy(&got).trim(),
-                token,
-                "{strategy:?} cycle {i}: stale data"
-            );
+            let got = read_back_replayed(out.image.path(), "/cycle.txt", scratch.dir.path()).expect("cycle file");
+            assert_eq!(String::from_utf8_lossy(&got).trim(), token, "{strategy:?} cycle {i}: stale data");
         }
     }
-    assert!(
-        guest.domain().is_persistent().unwrap(),
-        "the domain must stay persistent"
-    );
+    assert!(guest.domain().is_persistent().unwrap(), "the domain must stay persistent");
 
     // nova quiesce_instance / unquiesce_instance.
-    let policy = QuiescePolicy {
-        agent_enabled: true,
-        required: true,
-    };
-    engine
-        .quiesce_blocking(&uuid, policy)
-        .unwrap_or_else(|e| panic!("quiesce: {e}"));
+    let policy = QuiescePolicy { agent_enabled: true, required: true };
+    engine.quiesce_blocking(&uuid, policy).unwrap_or_else(|e| panic!("quiesce: {e}"));
     assert_eq!(guest.fsfreeze_status().unwrap(), "frozen");
     assert!(engine.unquiesce_blocking(&uuid).unwrap() >= 1);
     assert_eq!(guest.fsfreeze_status().unwrap(), "thawed");
@@ -124,21 +98,10 @@ fn live_backup_and_mirror_quiesce_consistency_and_standalone_images() {
 
     // Issue test 7: a new domain booted on each live image sees the files.
     for (strategy, file, content, out) in &kept {
-        let clone = boot_on_image(
-            &format!("lvs-clone-{}", strategy.as_str()),
-            out.image.path(),
-        );
-        let read = clone
-            .read_file(&format!("/data/{file}"))
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            String::from_utf8_lossy(&read),
-            *content,
-            "{strategy:?}: clone does not see the file"
-        );
-        let hello = clone
-            .read_file("/data/fixture/hello.txt")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let clone = boot_on_image(&format!("lvs-clone-{}", strategy.as_str()), out.image.path());
+        let read = clone.read_file(&format!("/data/{file}")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(String::from_utf8_lossy(&read), *content, "{strategy:?}: clone does not see the file");
+        let hello = clone.read_file("/data/fixture/hello.txt").unwrap_or_else(|e| panic!("{e}"));
         assert!(String::from_utf8_lossy(&hello).contains("hello from the guest fixture"));
     }
     drop(kept);

@@ -9,31 +9,17 @@
 mod common;
 
 use common::*;
-use libvirt_snapshot::{
-    CancelToken, QuiescePolicy, SnapshotError, SnapshotRequest, SnapshotStrategy,
-};
+use libvirt_snapshot::{CancelToken, QuiescePolicy, SnapshotError, SnapshotRequest, SnapshotStrategy};
 use stack_tests::GuestOptions;
 use virt::domain::DomainState;
 
-fn assert_untouched(
-    guest: &stack_tests::Guest,
-    scratch: &Scratch,
-    engine: &libvirt_snapshot::SnapshotEngine,
-) {
+fn assert_untouched(guest: &stack_tests::Guest, scratch: &Scratch, engine: &libvirt_snapshot::SnapshotEngine) {
     let dom = guest.domain();
     let uuid = guest.uuid().to_string();
     assert_eq!(dom.state().unwrap().0.known(), Some(DomainState::Running));
     assert!(dom.is_persistent().unwrap());
-    assert_eq!(
-        engine.hypervisor().domain_job_type(&uuid).unwrap(),
-        0,
-        "a domain job is left"
-    );
-    assert_eq!(
-        engine.hypervisor().block_job(&uuid, "vda").unwrap(),
-        None,
-        "a block job is left"
-    );
+    assert_eq!(engine.hypervisor().domain_job_type(&uuid).unwrap(), 0, "a domain job is left");
+    assert_eq!(engine.hypervisor().block_job(&uuid, "vda").unwrap(), None, "a block job is left");
     let xml = dom.xml_desc(0).unwrap();
     assert!(!xml.contains("<mirror"), "a block job is left");
     scratch.assert_clean();
@@ -53,20 +39,13 @@ fn required_quiesce_without_agent_fails_cleanly() {
         let req = SnapshotRequest {
             instance_uuid: uuid.clone(),
             name: "noagent".into(),
-            quiesce: QuiescePolicy {
-                agent_enabled,
-                required,
-            },
+            quiesce: QuiescePolicy { agent_enabled, required },
             strategy,
         };
         engine.snapshot_blocking(&req, &|_| {}, &CancelToken::new())
     };
 
-    for strategy in [
-        None,
-        Some(SnapshotStrategy::Mirror),
-        Some(SnapshotStrategy::Cold),
-    ] {
+    for strategy in [None, Some(SnapshotStrategy::Mirror), Some(SnapshotStrategy::Cold)] {
         // hw_qemu_guest_agent set, but the domain has no agent channel.
         match snap(true, true, strategy) {
             Err(SnapshotError::QuiesceFailed { message, .. }) => {
@@ -78,10 +57,7 @@ fn required_quiesce_without_agent_fails_cleanly() {
     }
 
     // os_require_quiesce without hw_qemu_guest_agent: nova's QemuGuestAgentNotEnabled.
-    assert!(matches!(
-        snap(false, true, None),
-        Err(SnapshotError::AgentNotEnabled)
-    ));
+    assert!(matches!(snap(false, true, None), Err(SnapshotError::AgentNotEnabled)));
     assert_untouched(&guest, &scratch, &engine);
 
     // Cancelled mid-job (the token is already set when the job starts): the
@@ -96,14 +72,9 @@ fn required_quiesce_without_agent_fails_cleanly() {
             strategy: Some(strategy),
         };
         let res = engine.snapshot_blocking(&req, &|_| {}, &cancel);
-        assert!(
-            matches!(res, Err(SnapshotError::Cancelled)),
-            "{strategy:?}: {res:?}"
-        );
+        assert!(matches!(res, Err(SnapshotError::Cancelled)), "{strategy:?}: {res:?}");
         let start = std::time::Instant::now();
-        while engine.hypervisor().domain_job_type(&uuid).unwrap() != 0
-            && start.elapsed().as_secs() < 30
-        {
+        while engine.hypervisor().domain_job_type(&uuid).unwrap() != 0 && start.elapsed().as_secs() < 30 {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         assert_untouched(&guest, &scratch, &engine);
@@ -128,20 +99,14 @@ fn required_quiesce_without_agent_fails_cleanly() {
         strategy: None,
     };
     match tight.snapshot_blocking(&req, &|_| {}, &CancelToken::new()) {
-        Err(SnapshotError::InsufficientSpace {
-            needed, available, ..
-        }) => {
+        Err(SnapshotError::InsufficientSpace { needed, available, .. }) => {
             assert!(needed > available);
             eprintln!("refused: {needed} bytes needed, {available} available");
         }
         other => panic!("expected InsufficientSpace, got {other:?}"),
     }
     assert!(
-        !small.0.join("snapshots").exists()
-            || std::fs::read_dir(small.0.join("snapshots"))
-                .unwrap()
-                .next()
-                .is_none()
+        !small.0.join("snapshots").exists() || std::fs::read_dir(small.0.join("snapshots")).unwrap().next().is_none()
     );
     assert_untouched(&guest, &scratch, &engine);
     drop(small);
@@ -168,21 +133,11 @@ impl Tmpfs {
     fn mount(dir: &std::path::Path, size: &str) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let out = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0711"),
-                "tmpfs",
-            ])
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0711"), "tmpfs"])
             .arg(dir)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "mount tmpfs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "mount tmpfs: {}", String::from_utf8_lossy(&out.stderr));
         Tmpfs(dir.to_owned())
     }
 }
@@ -201,10 +156,7 @@ struct RbdDomain {
 
 impl RbdDomain {
     fn define(conn: &virt::connect::Connect) -> Self {
-        let name = format!(
-            "lvs-rbd-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
+        let name = format!("lvs-rbd-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let xml = format!(
             "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>\
              <os><type arch='x86_64'>hvm</type></os><devices>\
@@ -212,9 +164,7 @@ impl RbdDomain {
              <source protocol='rbd' name='vms/lvs-rbd-disk'><host name='127.0.0.1' port='6789'/></source>\
              <target dev='vda' bus='virtio'/></disk></devices></domain>"
         );
-        let dom = conn
-            .define_domain_xml(&xml)
-            .unwrap_or_else(|e| panic!("define rbd domain: {e}"));
+        let dom = conn.define_domain_xml(&xml).unwrap_or_else(|e| panic!("define rbd domain: {e}"));
         let uuid = dom.uuid_string().unwrap();
         RbdDomain { dom, uuid }
     }

@@ -21,12 +21,10 @@ use std::process::Command;
 
 use common::*;
 use libvirt_snapshot::{
-    CancelToken, EngineConfig, QuiescePolicy, SnapshotEngine, SnapshotError, SnapshotRequest,
-    SnapshotStrategy,
+    CancelToken, EngineConfig, QuiescePolicy, SnapshotEngine, SnapshotError, SnapshotRequest, SnapshotStrategy,
 };
 use stack_tests::{
-    libvirt_auth_file, libvirt_pki_dir, libvirt_tls_uri, require, stack_dir, Component,
-    LIBVIRT_TCP_URI,
+    libvirt_auth_file, libvirt_pki_dir, libvirt_tls_uri, require, stack_dir, Component, LIBVIRT_TCP_URI,
 };
 
 /// Points libvirt's auth.conf lookup at the stack's file (what Kolla puts in
@@ -37,11 +35,7 @@ fn stack_auth_env() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let file = libvirt_auth_file();
-        assert!(
-            file.is_file(),
-            "{} missing: run deploy/dev/stack up",
-            file.display()
-        );
+        assert!(file.is_file(), "{} missing: run deploy/dev/stack up", file.display());
         std::env::set_var("LIBVIRT_AUTH_FILE", &file);
     });
 }
@@ -49,15 +43,8 @@ fn stack_auth_env() {
 /// libvirtd's clients on `transport` (`tcp`, `tls`, `unix`) by id, from its
 /// admin interface.
 fn client_ids(transport: &str) -> Vec<String> {
-    let out = Command::new("virt-admin")
-        .args(["srv-clients-list", "libvirtd"])
-        .output()
-        .expect("virt-admin");
-    assert!(
-        out.status.success(),
-        "virt-admin: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("virt-admin").args(["srv-clients-list", "libvirtd"]).output().expect("virt-admin");
+    assert!(out.status.success(), "virt-admin: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.split_whitespace().nth(1) == Some(transport))
@@ -68,10 +55,7 @@ fn client_ids(transport: &str) -> Vec<String> {
 /// The SASL user libvirtd authenticated client `id` as (`virt-admin
 /// client-info`), if any.
 fn sasl_user(id: &str) -> Option<String> {
-    let out = Command::new("virt-admin")
-        .args(["client-info", "libvirtd", id])
-        .output()
-        .expect("virt-admin");
+    let out = Command::new("virt-admin").args(["client-info", "libvirtd", id]).output().expect("virt-admin");
     String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
         (k.trim() == "sasl_user_name").then(|| v.trim().to_owned())
@@ -87,10 +71,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn remote_config(scratch: &Scratch, uri: &str) -> EngineConfig {
-    EngineConfig {
-        connection_uri: uri.into(),
-        ..scratch.config()
-    }
+    EngineConfig { connection_uri: uri.into(), ..scratch.config() }
 }
 
 #[test]
@@ -107,18 +88,12 @@ fn live_snapshots_over_qemu_tcp_and_qemu_tls() {
     for (transport, uri) in [("tcp", LIBVIRT_TCP_URI), ("tls", tls_uri.as_str())] {
         let before = client_ids(transport);
         let opened = std::time::Instant::now();
-        let engine = SnapshotEngine::open(remote_config(&scratch, uri))
-            .unwrap_or_else(|e| panic!("engine over {uri}: {e}"));
+        let engine =
+            SnapshotEngine::open(remote_config(&scratch, uri)).unwrap_or_else(|e| panic!("engine over {uri}: {e}"));
         eprintln!("MEASURE open over {transport}: {:?}", opened.elapsed());
         assert_eq!(engine.hypervisor().uri(), uri);
-        let new: Vec<String> = client_ids(transport)
-            .into_iter()
-            .filter(|id| !before.contains(id))
-            .collect();
-        assert!(
-            !new.is_empty(),
-            "libvirtd shows no new {transport} client for the engine"
-        );
+        let new: Vec<String> = client_ids(transport).into_iter().filter(|id| !before.contains(id)).collect();
+        assert!(!new.is_empty(), "libvirtd shows no new {transport} client for the engine");
         if transport == "tcp" {
             // auth_tcp = "sasl": the engine answered SASL from auth.conf.
             let users: Vec<Option<String>> = new.iter().map(|id| sasl_user(id)).collect();
@@ -127,14 +102,8 @@ fn live_snapshots_over_qemu_tcp_and_qemu_tls() {
                 "the engine's tcp client is not SASL user nova: {users:?}"
             );
         }
-        assert!(
-            engine.hypervisor().keepalive_enabled(),
-            "keepalive must be on over {transport}"
-        );
-        assert_eq!(
-            engine.hypervisor().versions().unwrap().hypervisor_type,
-            "QEMU"
-        );
+        assert!(engine.hypervisor().keepalive_enabled(), "keepalive must be on over {transport}");
+        assert_eq!(engine.hypervisor().versions().unwrap().hypervisor_type, "QEMU");
 
         // Written without sync: only the quiesce (through the remote
         // connection) puts it on the disk before the point in time.
@@ -144,10 +113,7 @@ fn live_snapshots_over_qemu_tcp_and_qemu_tls() {
         let req = SnapshotRequest {
             instance_uuid: uuid.clone(),
             name: format!("remote-{transport}"),
-            quiesce: QuiescePolicy {
-                agent_enabled: true,
-                required: true,
-            },
+            quiesce: QuiescePolicy { agent_enabled: true, required: true },
             strategy: None,
         };
         let out = engine
@@ -158,27 +124,15 @@ fn live_snapshots_over_qemu_tcp_and_qemu_tls() {
             out.elapsed,
             out.quiesce.map(|w| w.duration)
         );
-        assert_eq!(
-            out.strategy,
-            SnapshotStrategy::Backup,
-            "the default live strategy"
-        );
+        assert_eq!(out.strategy, SnapshotStrategy::Backup, "the default live strategy");
         assert!(out.quiesce.is_some_and(|w| w.filesystems >= 1));
         assert_standalone(out.image.path());
         let got = read_back_replayed(out.image.path(), &format!("/{file}"), scratch.dir.path());
-        assert_eq!(
-            got.as_deref(),
-            Some(content.as_bytes()),
-            "{transport}: the guest's file is not in the image"
-        );
+        assert_eq!(got.as_deref(), Some(content.as_bytes()), "{transport}: the guest's file is not in the image");
         assert_eq!(guest.fsfreeze_status().unwrap(), "thawed");
         drop(out);
         drop(engine);
-        assert!(
-            scratch.leftovers().is_empty(),
-            "temp files left: {:?}",
-            scratch.leftovers()
-        );
+        assert!(scratch.leftovers().is_empty(), "temp files left: {:?}", scratch.leftovers());
         assert!(scratch.journal_records().is_empty());
     }
     assert!(guest.domain().is_persistent().unwrap());
@@ -199,31 +153,17 @@ fn open_fails(scratch: &Scratch, uri: &str) -> String {
     let res = SnapshotEngine::open(remote_config(scratch, uri));
     let elapsed = started.elapsed();
     match res {
-        Err(SnapshotError::Libvirt {
-            operation: "open",
-            code,
-            message,
-        }) => {
+        Err(SnapshotError::Libvirt { operation: "open", code, message }) => {
             eprintln!("{uri}: refused in {elapsed:?}: {message} (code {code})");
             assert_ne!(code, 0);
-            assert!(
-                elapsed < std::time::Duration::from_secs(30),
-                "took {elapsed:?}"
-            );
+            assert!(elapsed < std::time::Duration::from_secs(30), "took {elapsed:?}");
             message
         }
         // A peer certificate libvirt cannot verify is VIR_ERR_AUTH_FAILED.
-        Err(SnapshotError::AuthFailed {
-            uri: u,
-            code,
-            message,
-        }) => {
+        Err(SnapshotError::AuthFailed { uri: u, code, message }) => {
             eprintln!("{uri}: refused in {elapsed:?}: {message} (auth, code {code})");
             assert_eq!(u, uri);
-            assert!(
-                elapsed < std::time::Duration::from_secs(30),
-                "took {elapsed:?}"
-            );
+            assert!(elapsed < std::time::Duration::from_secs(30), "took {elapsed:?}");
             message
         }
         Err(other) => panic!("{uri}: expected a libvirt open error, got {other:?}"),
@@ -232,45 +172,20 @@ fn open_fails(scratch: &Scratch, uri: &str) -> String {
 }
 
 /// A client certificate and key for `CN=<cn>` signed by `ca`, in `dir`.
-fn issue_client_cert(
-    dir: &Path,
-    ca: &Path,
-    ca_key: &Path,
-    cn: &str,
-) -> (std::path::PathBuf, std::path::PathBuf) {
+fn issue_client_cert(dir: &Path, ca: &Path, ca_key: &Path, cn: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     std::fs::create_dir_all(dir).unwrap();
     let key = dir.join("key.pem");
     let csr = dir.join("req.csr");
     let cert = dir.join("cert.pem");
     let ext = dir.join("ext.cnf");
-    std::fs::write(
-        &ext,
-        "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
-    )
-    .unwrap();
+    std::fs::write(&ext, "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n").unwrap();
     let run = |args: &[&str]| {
         let out = Command::new("openssl").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     let p = |p: &Path| p.to_str().unwrap().to_owned();
     let subject = format!("/CN={cn}");
-    run(&[
-        "req",
-        "-new",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        &subject,
-        "-keyout",
-        &p(&key),
-        "-out",
-        &p(&csr),
-    ]);
+    run(&["req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", &subject, "-keyout", &p(&key), "-out", &p(&csr)]);
     run(&[
         "x509",
         "-req",
@@ -307,17 +222,9 @@ fn tls_with_a_wrong_ca_or_an_unlisted_client_is_a_clear_connection_error() {
     // The CA we trust is not the one that signed libvirtd's certificate
     // (nor ours): refused before anything is sent.
     let wrong_ca = scratch.dir.path().join("wrong-ca");
-    pkipath_with(
-        &wrong_ca,
-        &pki.join("other-ca.pem"),
-        &good.join("clientcert.pem"),
-        &good.join("clientkey.pem"),
-    );
+    pkipath_with(&wrong_ca, &pki.join("other-ca.pem"), &good.join("clientcert.pem"), &good.join("clientkey.pem"));
     let msg = open_fails(&scratch, &libvirt_tls_uri(&wrong_ca));
-    assert!(
-        msg.contains("certificate") || msg.contains("issuer"),
-        "unclear error: {msg}"
-    );
+    assert!(msg.contains("certificate") || msg.contains("issuer"), "unclear error: {msg}");
 
     // Our CA and client certificate are consistent (both of the unrelated
     // CA), so the handshake happens: libvirtd's certificate is not trusted.
@@ -330,19 +237,12 @@ fn tls_with_a_wrong_ca_or_an_unlisted_client_is_a_clear_connection_error() {
     let other = scratch.dir.path().join("other");
     pkipath_with(&other, &pki.join("other-ca.pem"), &cert, &key);
     let msg = open_fails(&scratch, &libvirt_tls_uri(&other));
-    assert!(
-        msg.contains("certificate") || msg.contains("TLS"),
-        "unclear error: {msg}"
-    );
+    assert!(msg.contains("certificate") || msg.contains("TLS"), "unclear error: {msg}");
 
     // A client certificate of the right CA, but not CN=stack-client: the
     // server refuses it (tls_allowed_dn_list in deploy/dev/libvirt.sh).
-    let (cert, key) = issue_client_cert(
-        &scratch.dir.path().join("intruder"),
-        &pki.join("ca.pem"),
-        &pki.join("ca.key"),
-        "intruder",
-    );
+    let (cert, key) =
+        issue_client_cert(&scratch.dir.path().join("intruder"), &pki.join("ca.pem"), &pki.join("ca.key"), "intruder");
     let unlisted = scratch.dir.path().join("unlisted");
     pkipath_with(&unlisted, &pki.join("ca.pem"), &cert, &key);
     open_fails(&scratch, &libvirt_tls_uri(&unlisted));

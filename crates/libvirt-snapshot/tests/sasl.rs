@@ -30,9 +30,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use libvirt_snapshot::{EngineConfig, SnapshotEngine, SnapshotError};
-use stack_tests::{
-    libvirt_auth_file, libvirt_tcp_uri_with_authfile, require, Component, LIBVIRT_TCP_URI,
-};
+use stack_tests::{libvirt_auth_file, libvirt_tcp_uri_with_authfile, require, Component, LIBVIRT_TCP_URI};
 
 /// An auth failure must be reported at once, not after a timeout.
 const BOUND: Duration = Duration::from_secs(10);
@@ -70,10 +68,7 @@ fn setup() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn config(scratch: &Scratch, uri: &str) -> EngineConfig {
-    EngineConfig {
-        connection_uri: uri.into(),
-        ..scratch.config()
-    }
+    EngineConfig { connection_uri: uri.into(), ..scratch.config() }
 }
 
 /// The stack's (valid) credentials, as `deploy/dev/libvirt.sh` wrote them.
@@ -119,10 +114,7 @@ fn open_err(scratch: &Scratch, uri: &str) -> (SnapshotError, Duration) {
 
 /// libvirtd's tcp clients (id) and the SASL user of each.
 fn tcp_clients() -> Vec<(String, Option<String>)> {
-    let out = Command::new("virt-admin")
-        .args(["srv-clients-list", "libvirtd"])
-        .output()
-        .expect("virt-admin");
+    let out = Command::new("virt-admin").args(["srv-clients-list", "libvirtd"]).output().expect("virt-admin");
     assert!(out.status.success(), "virt-admin srv-clients-list");
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -144,10 +136,7 @@ fn tcp_clients() -> Vec<(String, Option<String>)> {
 
 /// The tcp clients that appeared since `before`.
 fn new_tcp_clients(before: &[(String, Option<String>)]) -> Vec<(String, Option<String>)> {
-    tcp_clients()
-        .into_iter()
-        .filter(|(id, _)| !before.iter().any(|(b, _)| b == id))
-        .collect()
+    tcp_clients().into_iter().filter(|(id, _)| !before.iter().any(|(b, _)| b == id)).collect()
 }
 
 #[test]
@@ -160,21 +149,13 @@ fn without_the_credentials_in_any_auth_conf_the_error_names_them_and_the_uri() {
     //    $XDG_CONFIG_HOME, none in /etc/libvirt): both credentials missing.
     let (err, _) = open_err(&scratch, LIBVIRT_TCP_URI);
     match &err {
-        SnapshotError::CredentialsMissing {
-            uri,
-            credentials,
-            message,
-        } => {
+        SnapshotError::CredentialsMissing { uri, credentials, message } => {
             assert_eq!(uri, LIBVIRT_TCP_URI);
             // libvirt's words when the auth callback refuses (nova's
             // behaviour), rather than SASL running on with empty answers.
+            assert!(message.contains("Failed to collect auth credentials"), "the callback did not refuse: {message}");
             assert!(
-                message.contains("Failed to collect auth credentials"),
-                "the callback did not refuse: {message}"
-            );
-            assert!(
-                credentials.iter().any(|c| c == "authname")
-                    && credentials.iter().any(|c| c == "password"),
+                credentials.iter().any(|c| c == "authname") && credentials.iter().any(|c| c == "password"),
                 "credentials named: {credentials:?}"
             );
         }
@@ -188,17 +169,10 @@ fn without_the_credentials_in_any_auth_conf_the_error_names_them_and_the_uri() {
     assert_eq!(err.libvirt_code(), Some(45), "VIR_ERR_AUTH_FAILED");
 
     // 2. auth.conf with the user name only: exactly the password is missing.
-    let file = write_auth_conf(
-        &scratch.dir.path().join("no-password.conf"),
-        &auth_conf(&authname, None, "default"),
-    );
+    let file = write_auth_conf(&scratch.dir.path().join("no-password.conf"), &auth_conf(&authname, None, "default"));
     let uri = libvirt_tcp_uri_with_authfile(&file);
     match open_err(&scratch, &uri).0 {
-        SnapshotError::CredentialsMissing {
-            uri: u,
-            credentials,
-            ..
-        } => {
+        SnapshotError::CredentialsMissing { uri: u, credentials, .. } => {
             assert_eq!(u, uri);
             assert_eq!(credentials, vec!["password".to_string()]);
         }
@@ -213,8 +187,7 @@ fn without_the_credentials_in_any_auth_conf_the_error_names_them_and_the_uri() {
     match open_err(&scratch, &libvirt_tcp_uri_with_authfile(&file)).0 {
         SnapshotError::CredentialsMissing { credentials, .. } => {
             assert!(
-                credentials.contains(&"authname".to_string())
-                    && credentials.contains(&"password".to_string()),
+                credentials.contains(&"authname".to_string()) && credentials.contains(&"password".to_string()),
                 "{credentials:?}"
             );
         }
@@ -222,11 +195,8 @@ fn without_the_credentials_in_any_auth_conf_the_error_names_them_and_the_uri() {
     }
 
     // Control: with the stack's file the same path connects.
-    let engine = SnapshotEngine::open(config(
-        &scratch,
-        &libvirt_tcp_uri_with_authfile(&libvirt_auth_file()),
-    ))
-    .unwrap_or_else(|e| panic!("the stack's auth.conf must connect: {e}"));
+    let engine = SnapshotEngine::open(config(&scratch, &libvirt_tcp_uri_with_authfile(&libvirt_auth_file())))
+        .unwrap_or_else(|e| panic!("the stack's auth.conf must connect: {e}"));
     assert!(engine.hypervisor().is_connected());
 }
 
@@ -236,10 +206,7 @@ fn a_wrong_password_is_a_clear_auth_error_at_once() {
     let scratch = Scratch::new("lvs-sasl-wrong-");
     let (authname, password) = stack_credentials();
     let wrong = format!("{password}x");
-    let file = write_auth_conf(
-        &scratch.dir.path().join("wrong.conf"),
-        &auth_conf(&authname, Some(&wrong), "default"),
-    );
+    let file = write_auth_conf(&scratch.dir.path().join("wrong.conf"), &auth_conf(&authname, Some(&wrong), "default"));
     let uri = libvirt_tcp_uri_with_authfile(&file);
     let (err, _) = open_err(&scratch, &uri);
     match &err {
@@ -254,16 +221,12 @@ fn a_wrong_password_is_a_clear_auth_error_at_once() {
     // Control: the same file with the right password connects, as `nova`.
     let before = tcp_clients();
     write_auth_conf(&file, &auth_conf(&authname, Some(&password), "default"));
-    let engine = SnapshotEngine::open(config(&scratch, &uri))
-        .unwrap_or_else(|e| panic!("the right password must connect: {e}"));
-    assert_eq!(
-        engine.hypervisor().versions().unwrap().hypervisor_type,
-        "QEMU"
-    );
+    let engine =
+        SnapshotEngine::open(config(&scratch, &uri)).unwrap_or_else(|e| panic!("the right password must connect: {e}"));
+    assert_eq!(engine.hypervisor().versions().unwrap().hypervisor_type, "QEMU");
     let new = new_tcp_clients(&before);
     assert!(
-        new.iter()
-            .any(|(_, u)| u.as_deref() == Some(authname.as_str())),
+        new.iter().any(|(_, u)| u.as_deref() == Some(authname.as_str())),
         "no new tcp client authenticated as {authname}: {new:?}"
     );
 }
@@ -273,15 +236,12 @@ fn reconnects_authenticate_through_the_same_auth_conf() {
     let _serial = setup();
     let scratch = Scratch::new("lvs-sasl-reconnect-");
     let (authname, password) = stack_credentials();
-    let file = write_auth_conf(
-        &scratch.dir.path().join("auth.conf"),
-        &auth_conf(&authname, Some(&password), "default"),
-    );
+    let file =
+        write_auth_conf(&scratch.dir.path().join("auth.conf"), &auth_conf(&authname, Some(&password), "default"));
     let uri = libvirt_tcp_uri_with_authfile(&file);
 
     let before = tcp_clients();
-    let engine = SnapshotEngine::open(config(&scratch, &uri))
-        .unwrap_or_else(|e| panic!("engine over {uri}: {e}"));
+    let engine = SnapshotEngine::open(config(&scratch, &uri)).unwrap_or_else(|e| panic!("engine over {uri}: {e}"));
     let hv = engine.hypervisor();
     assert!(hv.keepalive_enabled());
     let mine: Vec<String> = new_tcp_clients(&before)
@@ -293,22 +253,13 @@ fn reconnects_authenticate_through_the_same_auth_conf() {
 
     // libvirtd drops the engine's client: the close callback notices.
     let dropped = Instant::now();
-    let st = Command::new("virt-admin")
-        .args(["client-disconnect", "libvirtd", &mine[0]])
-        .status()
-        .unwrap();
+    let st = Command::new("virt-admin").args(["client-disconnect", "libvirtd", &mine[0]]).status().unwrap();
     assert!(st.success(), "virt-admin client-disconnect");
     while hv.is_connected() {
-        assert!(
-            dropped.elapsed() < Duration::from_secs(15),
-            "the dropped connection was not noticed"
-        );
+        assert!(dropped.elapsed() < Duration::from_secs(15), "the dropped connection was not noticed");
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!(
-        "MEASURE client dropped → noticed in {:?}",
-        dropped.elapsed()
-    );
+    eprintln!("MEASURE client dropped → noticed in {:?}", dropped.elapsed());
 
     // The next use re-opens through open_auth with the same auth.conf.
     let before = tcp_clients();
@@ -318,23 +269,15 @@ fn reconnects_authenticate_through_the_same_auth_conf() {
     assert!(hv.is_connected());
     let new = new_tcp_clients(&before);
     assert!(
-        new.iter()
-            .any(|(_, u)| u.as_deref() == Some(authname.as_str())),
+        new.iter().any(|(_, u)| u.as_deref() == Some(authname.as_str())),
         "the reconnect is not SASL user {authname}: {new:?}"
     );
 
     // The password in auth.conf changes (rotated on the server, stale here):
     // the next reconnect is a clear auth error, at once.
     write_auth_conf(&file, &auth_conf(&authname, Some("stale"), "default"));
-    let id = new
-        .iter()
-        .find(|(_, u)| u.as_deref() == Some(authname.as_str()))
-        .map(|(id, _)| id.clone())
-        .unwrap();
-    let st = Command::new("virt-admin")
-        .args(["client-disconnect", "libvirtd", &id])
-        .status()
-        .unwrap();
+    let id = new.iter().find(|(_, u)| u.as_deref() == Some(authname.as_str())).map(|(id, _)| id.clone()).unwrap();
+    let st = Command::new("virt-admin").args(["client-disconnect", "libvirtd", &id]).status().unwrap();
     assert!(st.success());
     let dropped = Instant::now();
     while hv.is_connected() {

@@ -34,10 +34,7 @@ fn live_strategies_finish_under_continuous_writes() {
         let req = SnapshotRequest {
             instance_uuid: uuid.clone(),
             name: format!("stress-{}", strategy.as_str()),
-            quiesce: QuiescePolicy {
-                agent_enabled: true,
-                required: true,
-            },
+            quiesce: QuiescePolicy { agent_enabled: true, required: true },
             strategy: Some(strategy),
         };
         let out = engine
@@ -51,10 +48,7 @@ fn live_strategies_finish_under_continuous_writes() {
             written >> 20
         );
         // O_DIRECT writers reach ~100 MiB/s on the TCG guest.
-        assert!(
-            written > 8 << 20,
-            "the guest was not writing: {written} bytes"
-        );
+        assert!(written > 8 << 20, "the guest was not writing: {written} bytes");
         assert_standalone(out.image.path());
         let (clean, report) = fsck(out.image.path(), scratch.dir.path());
         assert!(clean, "{strategy:?}: e2fsck -n found problems:\n{report}");
@@ -62,9 +56,5 @@ fn live_strategies_finish_under_continuous_writes() {
     }
     sh(&guest, "kill $(cat /tmp/writer.pids); true");
     assert!(guest.domain().is_persistent().unwrap());
-    assert!(
-        scratch.leftovers().is_empty(),
-        "temp files left: {:?}",
-        scratch.leftovers()
-    );
+    assert!(scratch.leftovers().is_empty(), "temp files left: {:?}", scratch.leftovers());
 }

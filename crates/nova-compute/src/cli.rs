@@ -42,18 +42,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ConfigE
             "--dump-config" => dump = true,
             "-h" | "--help" => return Ok(Command::Help),
             "--version" => return Ok(Command::Version),
-            other => {
-                return Err(ConfigError::Usage(format!(
-                    "unknown argument {other:?}\n{USAGE}"
-                )))
-            }
+            other => return Err(ConfigError::Usage(format!("unknown argument {other:?}\n{USAGE}"))),
         }
     }
-    Ok(if dump {
-        Command::DumpConfig(config)
-    } else {
-        Command::Run(config)
-    })
+    Ok(if dump { Command::DumpConfig(config) } else { Command::Run(config) })
 }
 
 #[cfg(test)]
@@ -66,14 +58,7 @@ mod tests {
 
     #[test]
     fn dump_config_with_files() {
-        match parse(args(&[
-            "--config-file=/a",
-            "--dump-config",
-            "--config-dir",
-            "/d",
-        ]))
-        .unwrap()
-        {
+        match parse(args(&["--config-file=/a", "--dump-config", "--config-dir", "/d"])).unwrap() {
             Command::DumpConfig(c) => assert_eq!(c.locations.len(), 2),
             other => panic!("{other:?}"),
         }

@@ -59,12 +59,7 @@ pub struct InFlight {
 
 impl Default for InFlight {
     fn default() -> Self {
-        InFlight {
-            running: Mutex::default(),
-            next: Mutex::new(0),
-            idle: Notify::new(),
-            abort: watch::channel(false).0,
-        }
+        InFlight { running: Mutex::default(), next: Mutex::new(0), idle: Notify::new(), abort: watch::channel(false).0 }
     }
 }
 

@@ -8,8 +8,7 @@
 //! nova: a failure of the cleanup is logged and never hides the original error.
 
 use nova_objects::{
-    emit, EventOutcome, ExpectedTaskState, Instance, InstanceActionEvent, InstanceFault, Notification,
-    NotificationKind,
+    emit, EventOutcome, ExpectedTaskState, Instance, InstanceActionEvent, InstanceFault, Notification, NotificationKind,
 };
 use serde_json::{json, Map, Value};
 use tracing::{debug, error, info, warn};

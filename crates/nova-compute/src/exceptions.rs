@@ -134,16 +134,11 @@ impl ComputeError {
             ComputeError::Conductor(e) => conductor_exception(e),
             ComputeError::Snapshot(e) => snapshot_exception(e),
             ComputeError::Glance(e) => glance_exception(e),
-            ComputeError::InstanceNotRunning { instance_id } => NovaException::new(
-                "InstanceNotRunning",
-                self.to_string(),
-                400,
-                json!({ "instance_id": instance_id }),
-            ),
-            ComputeError::BadRequest(m) => NovaException::builtin("ValueError", m.clone()),
-            ComputeError::ShuttingDown { .. } => {
-                NovaException::new("NovaException", self.to_string(), 500, json!({}))
+            ComputeError::InstanceNotRunning { instance_id } => {
+                NovaException::new("InstanceNotRunning", self.to_string(), 400, json!({ "instance_id": instance_id }))
             }
+            ComputeError::BadRequest(m) => NovaException::builtin("ValueError", m.clone()),
+            ComputeError::ShuttingDown { .. } => NovaException::new("NovaException", self.to_string(), 500, json!({})),
         }
     }
 }
@@ -277,7 +272,8 @@ mod tests {
     fn quiesce_errors_are_nova_classes_the_api_catches() {
         let e = ComputeError::Snapshot(SnapshotError::AgentNotEnabled).nova();
         assert_eq!((e.module, e.class.as_str(), e.code), (NOVA_EXCEPTION_MODULE, "QemuGuestAgentNotEnabled", 400));
-        let e = ComputeError::Snapshot(SnapshotError::QuiesceFailed { message: "x".into(), agent_unresponsive: true }).nova();
+        let e = ComputeError::Snapshot(SnapshotError::QuiesceFailed { message: "x".into(), agent_unresponsive: true })
+            .nova();
         assert_eq!(e.class, "InstanceQuiesceFailed");
         assert_eq!(e.code, 409);
         assert!(e.message.contains("libvirt cannot connect to the qemu-guest-agent"));

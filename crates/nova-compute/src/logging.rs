@@ -52,9 +52,13 @@ impl LogTarget {
 /// Installs the global subscriber. Fails only if the log file cannot be opened.
 pub fn init(target: &LogTarget) -> io::Result<()> {
     let file = match &target.file {
-        Some(path) => Some(OpenOptions::new().create(true).append(true).open(path).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot open log file {}: {e}", path.display()))
-        })?),
+        Some(path) => Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot open log file {}: {e}", path.display())))?,
+        ),
         None => None,
     };
     let max_level = if target.debug { Level::DEBUG } else { Level::INFO };
@@ -288,7 +292,9 @@ mod tests {
         };
         let line = format_line(42, &metadata, &request, &text);
         assert!(
-            line.ends_with(" 42 WARNING nova_compute.manager [None req-1 u p - - -] [instance: 2e2e] Snapshotting instance\n"),
+            line.ends_with(
+                " 42 WARNING nova_compute.manager [None req-1 u p - - -] [instance: 2e2e] Snapshotting instance\n"
+            ),
             "{line}"
         );
         let bare = format_line(42, &metadata, &RequestFields::default(), &text);

@@ -84,9 +84,8 @@ pub(crate) struct UnquiesceArgs {
 /// The `instance` argument; a malformed one fails the request with Python's
 /// `ValueError` (boxed: RemoteError is large and this is the rare path).
 fn parse_instance(value: &Value) -> Result<Instance, Box<RemoteError>> {
-    Instance::from_primitive(value).map_err(|e| {
-        Box::new(RemoteError::new("builtins", "ValueError", format!("malformed instance argument: {e}")))
-    })
+    Instance::from_primitive(value)
+        .map_err(|e| Box::new(RemoteError::new("builtins", "ValueError", format!("malformed instance argument: {e}"))))
 }
 
 impl ComputeManager {
@@ -106,8 +105,7 @@ impl ComputeManager {
                 let m = m2.clone();
                 async move {
                     let instance = parse_instance(&a.instance).map_err(|e| *e)?;
-                    m.backup_instance(Request::from_rpc(ctx), a.image_id, instance, a.backup_type, a.rotation)
-                        .await;
+                    m.backup_instance(Request::from_rpc(ctx), a.image_id, instance, a.backup_type, a.rotation).await;
                     Ok::<_, RemoteError>(Value::Null)
                 }
             })
@@ -157,7 +155,13 @@ impl ComputeManager {
                             let _permit = manager.snapshot_limit.acquire().await;
                             let _lock = manager.instance_locks.lock(&uuid).await;
                             let _ = manager
-                                .snapshot_instance_task(&task_req, &task_image, &mut instance, TaskState::ImageSnapshot, &mut tracked.abort)
+                                .snapshot_instance_task(
+                                    &task_req,
+                                    &task_image,
+                                    &mut instance,
+                                    TaskState::ImageSnapshot,
+                                    &mut tracked.abort,
+                                )
                                 .await;
                         }
                         .instrument(tracing::Span::current()),
@@ -178,8 +182,13 @@ impl ComputeManager {
                     self.wrap_instance_fault(&req, &uuid, &err).await;
                     event.finish(Some(&err)).await;
                     self.reverts_task_state(&req, &mut instance, &err).await;
-                    self.wrap_exception(&req, "snapshot_instance", json!({"image_id": image_id, "instance": uuid}), &err)
-                        .await;
+                    self.wrap_exception(
+                        &req,
+                        "snapshot_instance",
+                        json!({"image_id": image_id, "instance": uuid}),
+                        &err,
+                    )
+                    .await;
                     warn!("snapshot_instance failed: {err}");
                 }
             }

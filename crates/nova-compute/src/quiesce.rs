@@ -68,8 +68,7 @@ impl ComputeManager {
                 Ok(n) => info!("Instance unquiesced ({n} filesystems thawed)"),
                 Err(e) => {
                     let err = ComputeError::from(e);
-                    self.wrap_exception(&req, "unquiesce_instance", json!({"instance": instance.uuid()}), &err)
-                        .await;
+                    self.wrap_exception(&req, "unquiesce_instance", json!({"instance": instance.uuid()}), &err).await;
                     warn!("Unquiesce failed: {err}");
                 }
             }
@@ -113,9 +112,11 @@ impl ComputeManager {
                     get = get.header("X-Auth-Token", token);
                 }
                 let status = match get.send().await {
-                    Ok(r) => r.json::<Value>().await.ok().and_then(|v| {
-                        v.pointer("/snapshot/status").and_then(Value::as_str).map(str::to_owned)
-                    }),
+                    Ok(r) => r
+                        .json::<Value>()
+                        .await
+                        .ok()
+                        .and_then(|v| v.pointer("/snapshot/status").and_then(Value::as_str).map(str::to_owned)),
                     Err(e) => {
                         // nova logs and stops waiting for this snapshot.
                         warn!("Cannot read volume snapshot {id}: {e}");

@@ -46,10 +46,7 @@ impl ComputeManager {
             }
             Err(e) => error!("Snapshot journal recovery failed: {e}"),
         }
-        let req = Request {
-            ctx: RequestContext::admin(),
-            glance: glance_client::RequestContext::default(),
-        };
+        let req = Request { ctx: RequestContext::admin(), glance: glance_client::RequestContext::default() };
         let instances = match self.instances_on_host(&req.ctx).await {
             Ok(i) => i,
             Err(e) => {

@@ -63,8 +63,8 @@ pub enum StartupError {
 pub async fn run(cfg: Config) -> Result<(), StartupError> {
     let host = cfg.default.host.clone();
     let engine = connect_libvirt(&cfg).await?;
-    let glance = GlanceClient::new(&glance_options(&cfg), service_user_options(&cfg).as_ref())
-        .map_err(StartupError::Glance)?;
+    let glance =
+        GlanceClient::new(&glance_options(&cfg), service_user_options(&cfg).as_ref()).map_err(StartupError::Glance)?;
     let transport = connect_broker(&cfg).await?;
     let rpc_timeout = Duration::from_secs(u64::try_from(cfg.default.rpc_response_timeout).unwrap_or(60).max(1));
     let conductor = Arc::new(ConductorApi::new(OsloConductorTransport::new(&transport, rpc_timeout)));
@@ -257,9 +257,8 @@ async fn connect_libvirt(cfg: &Config) -> Result<Arc<SnapshotEngine>, StartupErr
 async fn connect_broker(cfg: &Config) -> Result<Transport, StartupError> {
     let url = TransportUrl::parse(cfg.default.transport_url.expose()).map_err(StartupError::TransportUrl)?;
     let options = rabbit_options(&cfg.oslo_messaging_rabbit)?;
-    let transport = Transport::connect(&url, options, cfg.default.control_exchange.clone())
-        .await
-        .map_err(StartupError::Broker)?;
+    let transport =
+        Transport::connect(&url, options, cfg.default.control_exchange.clone()).await.map_err(StartupError::Broker)?;
     info!(
         "Connected to AMQP server {} (exchange {})",
         transport.broker().unwrap_or_default(),

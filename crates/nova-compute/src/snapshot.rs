@@ -85,10 +85,7 @@ impl ComputeManager {
             outcome.image.format().as_str(),
             outcome.image.size().unwrap_or(0),
             outcome.elapsed.as_secs_f64(),
-            outcome
-                .quiesce
-                .map(|w| format!(", guest frozen {} ms", w.duration.as_millis()))
-                .unwrap_or_default()
+            outcome.quiesce.map(|w| format!(", guest frozen {} ms", w.duration.as_millis())).unwrap_or_default()
         );
 
         self.update_task_state(req, instance, TaskState::ImageUploading, TaskState::ImagePendingUpload).await?;
@@ -115,10 +112,7 @@ impl ComputeManager {
             let _disk_op = self.disk_ops.acquire().await;
             self.glance.update(&req.glance, image_id, &metadata).await?;
             let progress: glance_client::ProgressFn = Arc::new(|p: &UploadProgress| {
-                debug!(
-                    "upload of {}: {}/{} bytes (attempt {})",
-                    p.image_id, p.bytes_sent, p.total_bytes, p.attempt
-                )
+                debug!("upload of {}: {}/{} bytes (attempt {})", p.image_id, p.bytes_sent, p.total_bytes, p.attempt)
             });
             let started = Instant::now();
             let image = self

@@ -24,13 +24,7 @@ use crate::manager::ComputeManager;
 /// The fault nova-api and operators see for an unsupported cast.
 pub fn not_supported(method: &str, host: &str) -> NovaException {
     let message = format!("Operation {method} is not supported by this compute service (host {host})");
-    NovaException {
-        module: "builtins",
-        class: "NotImplementedError".into(),
-        message,
-        kwargs: Map::new(),
-        code: 500,
-    }
+    NovaException { module: "builtins", class: "NotImplementedError".into(), message, kwargs: Map::new(), code: 500 }
 }
 
 impl ComputeManager {

@@ -4,11 +4,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn run(args: &[&str], home: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nova-compute"))
-        .args(args)
-        .env("HOME", home)
-        .output()
-        .expect("nova-compute runs")
+    Command::new(env!("CARGO_BIN_EXE_nova-compute")).args(args).env("HOME", home).output().expect("nova-compute runs")
 }
 
 #[test]
@@ -28,32 +24,16 @@ fn dump_config_prints_effective_json_and_exits_zero() {
     std::fs::write(confd.join("10-host.conf"), "[DEFAULT]\nhost = compute08\n").unwrap();
 
     let out = run(
-        &[
-            "--config-file",
-            conf.to_str().unwrap(),
-            &format!("--config-dir={}", confd.display()),
-            "--dump-config",
-        ],
+        &["--config-file", conf.to_str().unwrap(), &format!("--config-dir={}", confd.display()), "--dump-config"],
         dir.path(),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(!stdout.contains("topsecret") && !stdout.contains("alsosecret"));
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(json["DEFAULT"]["host"], "compute08");
-    assert_eq!(
-        json["DEFAULT"]["transport_url"],
-        "rabbit://openstack:***@192.0.2.10:5672//"
-    );
-    assert_eq!(
-        json["libvirt"]["snapshots_directory"],
-        "/srv/nova/instances/snapshots"
-    );
+    assert_eq!(json["DEFAULT"]["transport_url"], "rabbit://openstack:***@192.0.2.10:5672//");
+    assert_eq!(json["libvirt"]["snapshots_directory"], "/srv/nova/instances/snapshots");
     assert_eq!(json["oslo_messaging_rabbit"]["rabbit_quorum_queue"], true);
     assert_eq!(json["service_user"]["password"], "***");
     assert!(json.get("neutron").is_none());
@@ -64,32 +44,22 @@ fn bad_value_exits_non_zero_with_location() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("nova.conf");
     std::fs::write(&conf, "[DEFAULT]\ndebug = true\nreport_interval = ten\n").unwrap();
-    let out = run(
-        &["--config-file", conf.to_str().unwrap(), "--dump-config"],
-        dir.path(),
-    );
+    let out = run(&["--config-file", conf.to_str().unwrap(), "--dump-config"], dir.path());
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(
         stderr.trim_end(),
-        format!(
-            "nova-compute: {}:3: [DEFAULT] report_interval: invalid integer \"ten\"",
-            conf.display()
-        )
+        format!("nova-compute: {}:3: [DEFAULT] report_interval: invalid integer \"ten\"", conf.display())
     );
 }
 
 #[test]
 fn missing_config_file_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(
-        &["--config-file=/nonexistent/nova.conf", "--dump-config"],
-        dir.path(),
-    );
+    let out = run(&["--config-file=/nonexistent/nova.conf", "--dump-config"], dir.path());
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("config file not found: /nonexistent/nova.conf"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("config file not found: /nonexistent/nova.conf"));
 }
 
 #[test]
@@ -116,18 +86,9 @@ fn version_prints_the_nova_versions_and_exits_zero() {
 fn default_search_uses_home() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join(".nova")).unwrap();
-    std::fs::write(
-        dir.path().join(".nova/nova.conf"),
-        "[DEFAULT]\nhost = from-home\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join(".nova/nova.conf"), "[DEFAULT]\nhost = from-home\n").unwrap();
     let out = run(&["--dump-config"], dir.path());
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // /etc/nova/nova.conf on this machine (if any) would be read too but ~/.nova wins for nova.conf.
     assert_eq!(json["DEFAULT"]["host"], "from-home");

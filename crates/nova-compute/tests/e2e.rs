@@ -192,8 +192,15 @@ fn quiesce_unsupported_and_restart() {
 
     // An unsupported cast after nova-api set a task state: fault + reset.
     peer_ok(&["set-task-state", "--uuid", &uuid, "--task-state", "rebooting"]);
-    peer(&["rpc", "--uuid", &uuid, "--method", "reboot_instance", "--kwargs",
-           "{\"block_device_info\": null, \"reboot_type\": \"SOFT\"}"]);
+    peer(&[
+        "rpc",
+        "--uuid",
+        &uuid,
+        "--method",
+        "reboot_instance",
+        "--kwargs",
+        "{\"block_device_info\": null, \"reboot_type\": \"SOFT\"}",
+    ]);
     let report = wait_task_state_none(&uuid, Duration::from_secs(60));
     let faults = report["faults"].as_array().unwrap();
     assert!(

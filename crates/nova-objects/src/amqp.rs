@@ -26,18 +26,13 @@ impl OsloConductorTransport {
     /// A conductor client on `transport`; `rpc_response_timeout` is the
     /// default reply timeout (`[DEFAULT] rpc_response_timeout`).
     pub fn new(transport: &Transport, rpc_response_timeout: Duration) -> Self {
-        let client = RpcClient::new(transport, Target::topic(CONDUCTOR_TOPIC))
-            .with_timeout(rpc_response_timeout);
+        let client = RpcClient::new(transport, Target::topic(CONDUCTOR_TOPIC)).with_timeout(rpc_response_timeout);
         OsloConductorTransport { client }
     }
 }
 
 impl ConductorTransport for OsloConductorTransport {
-    async fn call(
-        &self,
-        ctx: &RequestContext,
-        call: ConductorCall,
-    ) -> Result<Value, TransportError> {
+    async fn call(&self, ctx: &RequestContext, call: ConductorCall) -> Result<Value, TransportError> {
         let mut target = Target::topic(CONDUCTOR_TOPIC).with_version(call.version);
         if let Some(namespace) = call.namespace {
             target = target.with_namespace(namespace);
@@ -47,10 +42,7 @@ impl ConductorTransport for OsloConductorTransport {
             client = client.with_timeout(timeout);
         }
         let context = Context::clone(ctx);
-        client
-            .call(&context, call.method, Value::Object(call.args))
-            .await
-            .map_err(transport_error)
+        client.call(&context, call.method, Value::Object(call.args)).await.map_err(transport_error)
     }
 }
 
@@ -91,11 +83,7 @@ pub struct OsloNotificationSink {
 }
 
 impl OsloNotificationSink {
-    pub fn new(
-        transport: &Transport,
-        legacy_topics: Vec<String>,
-        versioned_topics: Vec<String>,
-    ) -> Self {
+    pub fn new(transport: &Transport, legacy_topics: Vec<String>, versioned_topics: Vec<String>) -> Self {
         OsloNotificationSink {
             legacy: Notifier::new(transport, "", legacy_topics),
             versioned: Notifier::new(transport, "", versioned_topics),

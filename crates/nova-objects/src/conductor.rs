@@ -127,11 +127,7 @@ impl<T: ConductorTransport> ConductorApi<T> {
     /// Sends one call and maps its failure. A call the conductor's database
     /// refused because it was momentarily locked is sent again, a few times
     /// (see [`DB_LOCKED_RETRIES`]).
-    pub async fn call(
-        &self,
-        ctx: &RequestContext,
-        call: ConductorCall,
-    ) -> Result<Value, ConductorError> {
+    pub async fn call(&self, ctx: &RequestContext, call: ConductorCall) -> Result<Value, ConductorError> {
         let mut attempt = 0;
         loop {
             match self.call_once(ctx, call.clone()).await {
@@ -145,42 +141,23 @@ impl<T: ConductorTransport> ConductorApi<T> {
         }
     }
 
-    async fn call_once(
-        &self,
-        ctx: &RequestContext,
-        call: ConductorCall,
-    ) -> Result<Value, ConductorError> {
+    async fn call_once(&self, ctx: &RequestContext, call: ConductorCall) -> Result<Value, ConductorError> {
         let method = call.method;
         self.transport.call(ctx, call).await.map_err(|e| match e {
             TransportError::Remote(f) => ConductorError::from_remote(*f),
-            TransportError::Timeout => ConductorError::Timeout {
-                method: method.to_owned(),
-            },
-            TransportError::Unavailable(reason) => ConductorError::Unavailable {
-                method: method.to_owned(),
-                reason,
-            },
-            TransportError::Protocol(reason) => ConductorError::Malformed(ObjectError::Malformed(
-                format!("{method} reply: {reason}"),
-            )),
+            TransportError::Timeout => ConductorError::Timeout { method: method.to_owned() },
+            TransportError::Unavailable(reason) => ConductorError::Unavailable { method: method.to_owned(), reason },
+            TransportError::Protocol(reason) => {
+                ConductorError::Malformed(ObjectError::Malformed(format!("{method} reply: {reason}")))
+            }
         })
     }
 
     /// `baseapi.ping`: one attempt; the reply must echo the argument.
-    pub async fn ping(
-        &self,
-        ctx: &RequestContext,
-        timeout: Option<Duration>,
-    ) -> Result<(), ConductorError> {
+    pub async fn ping(&self, ctx: &RequestContext, timeout: Option<Duration>) -> Result<(), ConductorError> {
         let mut args = Map::new();
         args.insert("arg".into(), Value::String(PING_ARG.into()));
-        let call = ConductorCall {
-            method: "ping",
-            args,
-            namespace: Some("baseapi"),
-            version: "1.0",
-            timeout,
-        };
+        let call = ConductorCall { method: "ping", args, namespace: Some("baseapi"), version: "1.0", timeout };
         let reply = self.call(ctx, call).await?;
         if reply.get("arg").and_then(Value::as_str) != Some(PING_ARG) {
             return Err(ObjectError::Malformed(format!("unexpected ping reply {reply}")).into());
@@ -191,11 +168,7 @@ impl<T: ConductorTransport> ConductorApi<T> {
     /// `conductor.API.wait_until_ready`: ping until the conductor answers.
     /// Timeouts and transport failures are retried; a remote exception is
     /// returned (the conductor is up but refuses us).
-    pub async fn wait_until_ready(
-        &self,
-        ctx: &RequestContext,
-        policy: &ReadinessPolicy,
-    ) -> Result<(), ConductorError> {
+    pub async fn wait_until_ready(&self, ctx: &RequestContext, policy: &ReadinessPolicy) -> Result<(), ConductorError> {
         let mut attempt = 0u32;
         let mut waited = false;
         loop {
@@ -204,10 +177,7 @@ impl<T: ConductorTransport> ConductorApi<T> {
             let err = match self.ping(ctx, timeout).await {
                 Ok(()) => {
                     if waited {
-                        info!(
-                            request_id = ctx.request_id(),
-                            "nova-conductor connection established successfully"
-                        );
+                        info!(request_id = ctx.request_id(), "nova-conductor connection established successfully");
                     }
                     return Ok(());
                 }
@@ -244,9 +214,7 @@ impl<T: ConductorTransport> ConductorApi<T> {
         call_args.insert("kwargs".into(), Value::Object(kwargs));
         debug!(request_id = ctx.request_id(), object = object.name(), objmethod, changes = ?object.changes(),
             "conductor object_action");
-        let reply = self
-            .call(ctx, conductor_call("object_action", call_args))
-            .await?;
+        let reply = self.call(ctx, conductor_call("object_action", call_args)).await?;
         let (updates, result) = split_action_reply(reply)?;
         object.apply_updates(&updates)?;
         Ok(result)
@@ -265,36 +233,21 @@ impl<T: ConductorTransport> ConductorApi<T> {
         args: Vec<Value>,
         kwargs: Map<String, Value>,
     ) -> Result<Value, ConductorError> {
-        let versions: Map<String, Value> = manifest
-            .iter()
-            .map(|(name, version)| ((*name).to_owned(), Value::String((*version).to_owned())))
-            .collect();
+        let versions: Map<String, Value> =
+            manifest.iter().map(|(name, version)| ((*name).to_owned(), Value::String((*version).to_owned()))).collect();
         let mut call_args = Map::new();
         call_args.insert("objname".into(), Value::String(objname.into()));
         call_args.insert("objmethod".into(), Value::String(objmethod.into()));
         call_args.insert("object_versions".into(), Value::Object(versions));
         call_args.insert("args".into(), Value::Array(args));
         call_args.insert("kwargs".into(), Value::Object(kwargs));
-        debug!(
-            request_id = ctx.request_id(),
-            objname, objmethod, "conductor object_class_action_versions"
-        );
-        self.call(
-            ctx,
-            conductor_call("object_class_action_versions", call_args),
-        )
-        .await
+        debug!(request_id = ctx.request_id(), objname, objmethod, "conductor object_class_action_versions");
+        self.call(ctx, conductor_call("object_class_action_versions", call_args)).await
     }
 }
 
 fn conductor_call(method: &'static str, args: Map<String, Value>) -> ConductorCall {
-    ConductorCall {
-        method,
-        args,
-        namespace: None,
-        version: CONDUCTOR_VERSION,
-        timeout: None,
-    }
+    ConductorCall { method, args, namespace: None, version: CONDUCTOR_VERSION, timeout: None }
 }
 
 /// `object_action` answers `[updates, result]` (a tuple, sent as a list).
@@ -305,9 +258,7 @@ fn split_action_reply(reply: Value) -> Result<(Value, Value), ObjectError> {
             let updates = pair.pop().unwrap_or_else(|| json!({}));
             Ok((updates, result))
         }
-        other => Err(ObjectError::Malformed(format!(
-            "object_action reply is not [updates, result]: {other}"
-        ))),
+        other => Err(ObjectError::Malformed(format!("object_action reply is not [updates, result]: {other}"))),
     }
 }
 
@@ -329,10 +280,7 @@ pub(crate) mod fake {
 
     impl FakeTransport {
         pub fn replying(replies: Vec<Result<Value, TransportError>>) -> Self {
-            FakeTransport {
-                calls: Mutex::default(),
-                replies: Mutex::new(replies.into()),
-            }
+            FakeTransport { calls: Mutex::default(), replies: Mutex::new(replies.into()) }
         }
 
         pub fn calls(&self) -> Vec<(RequestContext, ConductorCall)> {
@@ -341,17 +289,9 @@ pub(crate) mod fake {
     }
 
     impl ConductorTransport for FakeTransport {
-        async fn call(
-            &self,
-            ctx: &RequestContext,
-            call: ConductorCall,
-        ) -> Result<Value, TransportError> {
+        async fn call(&self, ctx: &RequestContext, call: ConductorCall) -> Result<Value, TransportError> {
             self.calls.lock().unwrap().push((ctx.clone(), call));
-            self.replies
-                .lock()
-                .unwrap()
-                .pop_front()
-                .unwrap_or(Err(TransportError::Timeout))
+            self.replies.lock().unwrap().pop_front().unwrap_or(Err(TransportError::Timeout))
         }
     }
 }
@@ -372,10 +312,7 @@ mod tests {
         assert_eq!(call.method, "ping");
         assert_eq!(call.namespace, Some("baseapi"));
         assert_eq!(call.version, "1.0");
-        assert_eq!(
-            Value::Object(call.args.clone()),
-            json!({"arg": "1.21 GigaWatts"})
-        );
+        assert_eq!(Value::Object(call.args.clone()), json!({"arg": "1.21 GigaWatts"}));
     }
 
     fn remote(class: &str, module: &str, message: &str) -> TransportError {
@@ -388,13 +325,7 @@ mod tests {
     }
 
     fn save_call() -> ConductorCall {
-        ConductorCall {
-            method: "object_action",
-            args: Map::new(),
-            namespace: None,
-            version: "3.0",
-            timeout: None,
-        }
+        ConductorCall { method: "object_action", args: Map::new(), namespace: None, version: "3.0", timeout: None }
     }
 
     #[tokio::test(start_paused = true)]
@@ -415,9 +346,7 @@ mod tests {
         assert_eq!(api.transport().calls().len(), 1);
 
         // A database that stays locked fails after the bounded retries.
-        let api = ConductorApi::new(FakeTransport::replying(
-            (0..=DB_LOCKED_RETRIES).map(|_| Err(locked())).collect(),
-        ));
+        let api = ConductorApi::new(FakeTransport::replying((0..=DB_LOCKED_RETRIES).map(|_| Err(locked())).collect()));
         assert!(matches!(api.call(&ctx, save_call()).await, Err(ConductorError::Remote(_))));
         assert_eq!(api.transport().calls().len() as u32, DB_LOCKED_RETRIES + 1);
     }
@@ -430,19 +359,9 @@ mod tests {
             Err(TransportError::Unavailable("connection refused".into())),
             Ok(pong),
         ]));
-        let policy = ReadinessPolicy {
-            early_attempts: 1,
-            ..ReadinessPolicy::default()
-        };
-        api.wait_until_ready(&RequestContext::admin(), &policy)
-            .await
-            .unwrap();
-        let timeouts: Vec<_> = api
-            .transport()
-            .calls()
-            .iter()
-            .map(|(_, c)| c.timeout)
-            .collect();
+        let policy = ReadinessPolicy { early_attempts: 1, ..ReadinessPolicy::default() };
+        api.wait_until_ready(&RequestContext::admin(), &policy).await.unwrap();
+        let timeouts: Vec<_> = api.transport().calls().iter().map(|(_, c)| c.timeout).collect();
         // Early attempts use the short timeout, later ones the configured one.
         assert_eq!(timeouts, [Some(Duration::from_secs(10)), None, None]);
     }
@@ -450,14 +369,8 @@ mod tests {
     #[tokio::test]
     async fn wait_until_ready_gives_up_after_max_attempts() {
         let api = ConductorApi::new(FakeTransport::default());
-        let policy = ReadinessPolicy {
-            max_attempts: Some(2),
-            ..ReadinessPolicy::default()
-        };
-        let err = api
-            .wait_until_ready(&RequestContext::admin(), &policy)
-            .await
-            .unwrap_err();
+        let policy = ReadinessPolicy { max_attempts: Some(2), ..ReadinessPolicy::default() };
+        let err = api.wait_until_ready(&RequestContext::admin(), &policy).await.unwrap_err();
         assert!(matches!(err, ConductorError::Timeout { .. }), "{err:?}");
         assert_eq!(api.transport().calls().len(), 2);
     }
@@ -466,16 +379,7 @@ mod tests {
     async fn object_action_reply_must_be_a_pair() {
         let api = ConductorApi::new(FakeTransport::replying(vec![Ok(json!({"not": "a pair"}))]));
         let mut obj = ObjectPrimitive::new("Service", "1.22");
-        let err = api
-            .object_action(
-                &RequestContext::admin(),
-                &mut obj,
-                "save",
-                vec![],
-                Map::new(),
-            )
-            .await
-            .unwrap_err();
+        let err = api.object_action(&RequestContext::admin(), &mut obj, "save", vec![], Map::new()).await.unwrap_err();
         assert!(matches!(err, ConductorError::Malformed(_)), "{err:?}");
     }
 }

@@ -67,15 +67,7 @@ impl RequestContext {
     /// a fresh request id. The 25 keys nova's `to_dict` produces.
     pub fn admin() -> Self {
         let mut map = Map::new();
-        for key in [
-            "user",
-            "project_id",
-            "system_scope",
-            "project",
-            "domain",
-            "user_domain",
-            "project_domain",
-        ] {
+        for key in ["user", "project_id", "system_scope", "project", "domain", "user_domain", "project_domain"] {
             map.insert(key.into(), Value::Null);
         }
         map.insert("is_admin".into(), Value::Bool(true));
@@ -91,10 +83,7 @@ impl RequestContext {
         map.insert("user_id".into(), Value::Null);
         map.insert("read_deleted".into(), Value::String("no".into()));
         map.insert("remote_address".into(), Value::Null);
-        map.insert(
-            "timestamp".into(),
-            Value::String(context_timestamp(OffsetDateTime::now_utc())),
-        );
+        map.insert("timestamp".into(), Value::String(context_timestamp(OffsetDateTime::now_utc())));
         map.insert("quota_class".into(), Value::Null);
         map.insert("user_name".into(), Value::Null);
         map.insert("service_catalog".into(), Value::Array(Vec::new()));
@@ -104,39 +93,22 @@ impl RequestContext {
 
     /// A context for a user request, as nova-api would build it (used by
     /// tests and tools; the service itself receives contexts).
-    pub fn for_user(
-        user_id: &str,
-        project_id: &str,
-        roles: &[&str],
-        auth_token: Option<&str>,
-    ) -> Self {
+    pub fn for_user(user_id: &str, project_id: &str, roles: &[&str], auth_token: Option<&str>) -> Self {
         let mut ctx = RequestContext::admin();
         ctx.set("user", Value::String(user_id.into()));
         ctx.set("user_id", Value::String(user_id.into()));
         ctx.set("project", Value::String(project_id.into()));
         ctx.set("project_id", Value::String(project_id.into()));
         ctx.set("is_admin", Value::Bool(roles.contains(&"admin")));
-        ctx.set(
-            "roles",
-            Value::Array(roles.iter().map(|r| Value::String((*r).into())).collect()),
-        );
-        ctx.set(
-            "auth_token",
-            auth_token.map_or(Value::Null, |t| Value::String(t.into())),
-        );
-        ctx.set(
-            "user_identity",
-            Value::String(format!("{user_id} {project_id} - - -")),
-        );
+        ctx.set("roles", Value::Array(roles.iter().map(|r| Value::String((*r).into())).collect()));
+        ctx.set("auth_token", auth_token.map_or(Value::Null, |t| Value::String(t.into())));
+        ctx.set("user_identity", Value::String(format!("{user_id} {project_id} - - -")));
         ctx
     }
 
     /// The filtered service catalog nova-api forwarded (may name Glance).
     pub fn service_catalog(&self) -> &[Value] {
-        self.get("service_catalog")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+        self.get("service_catalog").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
     }
 
     /// `RequestContext.elevated()`: the same request as admin — `is_admin`
@@ -144,11 +116,7 @@ impl RequestContext {
     pub fn elevated(&self) -> Self {
         let mut copy = self.clone();
         copy.set("is_admin", Value::Bool(true));
-        let mut roles: Vec<Value> = copy
-            .get("roles")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let mut roles: Vec<Value> = copy.get("roles").and_then(Value::as_array).cloned().unwrap_or_default();
         if !roles.iter().any(|r| r.as_str() == Some("admin")) {
             roles.push(Value::String("admin".into()));
         }
@@ -243,8 +211,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_round_trip_and_redaction_nulls_only_credentials() {
-        let map =
-            json!({"request_id": "req-1", "x_future": {"a": 1}, "auth_token": "s", "user_id": "u"});
+        let map = json!({"request_id": "req-1", "x_future": {"a": 1}, "auth_token": "s", "user_id": "u"});
         let ctx = RequestContext::from_dict(map.as_object().unwrap().clone());
         assert_eq!(Value::Object(ctx.to_dict().clone()), map);
         let r = ctx.redacted();

@@ -32,10 +32,7 @@ pub struct RemoteFailure {
 impl RemoteFailure {
     /// The `code` kwarg of a nova exception (500 when absent, as in nova).
     pub fn code(&self) -> i64 {
-        self.kwargs
-            .get("code")
-            .and_then(Value::as_i64)
-            .unwrap_or(500)
+        self.kwargs.get("code").and_then(Value::as_i64).unwrap_or(500)
     }
 
     fn kwarg(&self, key: &str) -> String {
@@ -89,10 +86,7 @@ pub enum ConductorError {
     InstanceNotFound { instance_id: String },
     /// No instance action for this request id: the event cannot be recorded.
     #[error("action for request_id {request_id} on instance {instance_uuid} not found")]
-    InstanceActionNotFound {
-        request_id: String,
-        instance_uuid: String,
-    },
+    InstanceActionNotFound { request_id: String, instance_uuid: String },
     /// The action exists but the event to finish was never started.
     #[error("event {event} not found for action id {action_id}")]
     InstanceActionEventNotFound { event: String, action_id: String },
@@ -126,27 +120,17 @@ impl ConductorError {
         match failure.class.as_str() {
             "UnexpectedTaskStateError" | "UnexpectedDeletingTaskStateError" => {
                 let instance_uuid = failure.kwarg("instance_uuid");
-                let expected = failure
-                    .kwargs
-                    .get("expected")
-                    .cloned()
-                    .unwrap_or(Value::Null);
+                let expected = failure.kwargs.get("expected").cloned().unwrap_or(Value::Null);
                 let actual = failure.kwargs.get("actual").cloned().unwrap_or(Value::Null);
-                let conflict = Box::new(TaskStateConflict {
-                    instance_uuid,
-                    expected,
-                    actual,
-                    message: failure.message.clone(),
-                });
+                let conflict =
+                    Box::new(TaskStateConflict { instance_uuid, expected, actual, message: failure.message.clone() });
                 if failure.class == "UnexpectedDeletingTaskStateError" {
                     ConductorError::UnexpectedDeletingTaskState(conflict)
                 } else {
                     ConductorError::UnexpectedTaskState(conflict)
                 }
             }
-            "InstanceNotFound" => ConductorError::InstanceNotFound {
-                instance_id: failure.kwarg("instance_id"),
-            },
+            "InstanceNotFound" => ConductorError::InstanceNotFound { instance_id: failure.kwarg("instance_id") },
             "InstanceActionNotFound" => ConductorError::InstanceActionNotFound {
                 request_id: failure.kwarg("request_id"),
                 instance_uuid: failure.kwarg("instance_uuid"),
@@ -155,12 +139,8 @@ impl ConductorError {
                 event: failure.kwarg("event"),
                 action_id: failure.kwarg("action_id"),
             },
-            "ServiceNotFound" => ConductorError::ServiceNotFound {
-                service_id: failure.kwarg("service_id"),
-            },
-            "ServiceTooOld" => ConductorError::ServiceTooOld {
-                message: failure.message,
-            },
+            "ServiceNotFound" => ConductorError::ServiceNotFound { service_id: failure.kwarg("service_id") },
+            "ServiceTooOld" => ConductorError::ServiceTooOld { message: failure.message },
             _ => ConductorError::Remote(Box::new(failure)),
         }
     }
@@ -168,18 +148,12 @@ impl ConductorError {
     /// True for the two compare-and-swap conflicts (nova's
     /// `UnexpectedTaskStateError` and its subclass).
     pub fn is_unexpected_task_state(&self) -> bool {
-        matches!(
-            self,
-            ConductorError::UnexpectedTaskState(_) | ConductorError::UnexpectedDeletingTaskState(_)
-        )
+        matches!(self, ConductorError::UnexpectedTaskState(_) | ConductorError::UnexpectedDeletingTaskState(_))
     }
 
     /// True when retrying later may succeed (transport trouble, timeouts).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            ConductorError::Timeout { .. } | ConductorError::Unavailable { .. }
-        )
+        matches!(self, ConductorError::Timeout { .. } | ConductorError::Unavailable { .. })
     }
 
     /// The nova exception class this error stands for, for logs, faults
@@ -219,8 +193,7 @@ mod tests {
     fn conflicts_are_typed_and_keep_expected_and_actual() {
         let kw = json!({"instance_uuid": "u1", "expected": {"task_state": ["image_snapshot"]},
                         "actual": {"task_state": "deleting"}, "code": 500});
-        let e =
-            ConductorError::from_remote(failure("UnexpectedDeletingTaskStateError", kw.clone()));
+        let e = ConductorError::from_remote(failure("UnexpectedDeletingTaskStateError", kw.clone()));
         match &e {
             ConductorError::UnexpectedDeletingTaskState(c) => {
                 assert_eq!(c.instance_uuid, "u1");
@@ -235,39 +208,22 @@ mod tests {
 
     #[test]
     fn not_found_classes_are_typed() {
-        let e = ConductorError::from_remote(failure(
-            "InstanceNotFound",
-            json!({"instance_id": "u2", "code": 404}),
-        ));
-        assert_eq!(
-            e,
-            ConductorError::InstanceNotFound {
-                instance_id: "u2".into()
-            }
-        );
+        let e = ConductorError::from_remote(failure("InstanceNotFound", json!({"instance_id": "u2", "code": 404})));
+        assert_eq!(e, ConductorError::InstanceNotFound { instance_id: "u2".into() });
         let e = ConductorError::from_remote(failure(
             "InstanceActionNotFound",
             json!({"request_id": "req-1", "instance_uuid": "u3", "code": 500}),
         ));
-        assert_eq!(
-            e.to_string(),
-            "action for request_id req-1 on instance u3 not found"
-        );
+        assert_eq!(e.to_string(), "action for request_id req-1 on instance u3 not found");
     }
 
     #[test]
     fn other_classes_and_modules_stay_remote() {
         let f = failure("InstanceInvalidState", json!({"code": 409}));
         assert_eq!(f.code(), 409);
-        assert!(matches!(
-            ConductorError::from_remote(f),
-            ConductorError::Remote(_)
-        ));
+        assert!(matches!(ConductorError::from_remote(f), ConductorError::Remote(_)));
         let mut f = failure("InstanceNotFound", json!({}));
         f.module = "builtins".into();
-        assert!(matches!(
-            ConductorError::from_remote(f),
-            ConductorError::Remote(_)
-        ));
+        assert!(matches!(ConductorError::from_remote(f), ConductorError::Remote(_)));
     }
 }

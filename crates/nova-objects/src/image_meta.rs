@@ -14,12 +14,7 @@ const PREFIX: &str = "image_";
 /// Keys that become top-level image fields instead of properties.
 const INHERITABLE: &[&str] = &["min_ram", "min_disk", "disk_format", "container_format"];
 /// Keys nova never loads: structured data too large for system_metadata.
-const SKIPPED: &[&str] = &[
-    "mappings",
-    "block_device_mapping",
-    "img_mappings",
-    "img_block_device_mapping",
-];
+const SKIPPED: &[&str] = &["mappings", "block_device_mapping", "img_mappings", "img_block_device_mapping"];
 
 /// An instance's image metadata as nova derives it from system_metadata.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -99,10 +94,7 @@ impl ImageMeta {
 
 /// oslo.utils `strutils.bool_from_string` with `default=False`.
 pub fn bool_from_string(text: &str) -> bool {
-    matches!(
-        text.trim().to_ascii_lowercase().as_str(),
-        "1" | "t" | "true" | "on" | "y" | "yes"
-    )
+    matches!(text.trim().to_ascii_lowercase().as_str(), "1" | "t" | "true" | "on" | "y" | "yes")
 }
 
 #[cfg(test)]

@@ -74,15 +74,12 @@ impl ExpectedTaskState {
     /// state as a string, "must be None" as `[None]` (a bare `None` would
     /// mean "no check" in nova).
     fn to_kwarg(&self) -> Option<Value> {
-        let state =
-            |s: &Option<TaskState>| s.map_or(Value::Null, |s| Value::String(s.as_str().into()));
+        let state = |s: &Option<TaskState>| s.map_or(Value::Null, |s| Value::String(s.as_str().into()));
         match self {
             ExpectedTaskState::Any => None,
             ExpectedTaskState::Is(Some(s)) => Some(Value::String(s.as_str().into())),
             ExpectedTaskState::Is(None) => Some(Value::Array(vec![Value::Null])),
-            ExpectedTaskState::OneOf(states) => {
-                Some(Value::Array(states.iter().map(state).collect()))
-            }
+            ExpectedTaskState::OneOf(states) => Some(Value::Array(states.iter().map(state).collect())),
         }
     }
 }
@@ -163,9 +160,9 @@ impl Instance {
     pub fn task_state(&self) -> Result<Option<TaskState>, ObjectError> {
         match self.task_state_str() {
             None => Ok(None),
-            Some(s) => TaskState::parse(s)
-                .map(Some)
-                .ok_or_else(|| ObjectError::Malformed(format!("unknown task_state {s:?}"))),
+            Some(s) => {
+                TaskState::parse(s).map(Some).ok_or_else(|| ObjectError::Malformed(format!("unknown task_state {s:?}")))
+            }
         }
     }
 
@@ -179,10 +176,7 @@ impl Instance {
     }
 
     pub fn power_state(&self) -> Option<PowerState> {
-        self.primitive
-            .get("power_state")
-            .and_then(Value::as_i64)
-            .and_then(PowerState::from_code)
+        self.primitive.get("power_state").and_then(Value::as_i64).and_then(PowerState::from_code)
     }
 
     pub fn set_power_state(&mut self, state: PowerState) {
@@ -195,9 +189,7 @@ impl Instance {
     }
 
     pub fn system_metadata(&self) -> Option<&Map<String, Value>> {
-        self.primitive
-            .get("system_metadata")
-            .and_then(Value::as_object)
+        self.primitive.get("system_metadata").and_then(Value::as_object)
     }
 
     /// `Instance.get_by_uuid(ctx, uuid, expected_attrs=...)` through the
@@ -210,21 +202,11 @@ impl Instance {
     ) -> Result<Self, ConductorError> {
         let mut kwargs = Map::new();
         if !expected_attrs.is_empty() {
-            let attrs = expected_attrs
-                .iter()
-                .map(|a| Value::String((*a).into()))
-                .collect();
+            let attrs = expected_attrs.iter().map(|a| Value::String((*a).into())).collect();
             kwargs.insert("expected_attrs".into(), Value::Array(attrs));
         }
         let reply = api
-            .class_action(
-                ctx,
-                "Instance",
-                INSTANCE_MANIFEST,
-                "get_by_uuid",
-                vec![Value::String(uuid.into())],
-                kwargs,
-            )
+            .class_action(ctx, "Instance", INSTANCE_MANIFEST, "get_by_uuid", vec![Value::String(uuid.into())], kwargs)
             .await?;
         Ok(Instance::from_primitive(&reply)?)
     }
@@ -246,10 +228,7 @@ impl Instance {
         let uuid = self.uuid().to_owned();
         debug!(request_id = ctx.request_id(), instance = %uuid, task_state = ?self.task_state_str(),
             expected = ?expected, changes = ?self.primitive.changes(), "saving instance");
-        match api
-            .object_action(ctx, &mut self.primitive, "save", Vec::new(), kwargs)
-            .await
-        {
+        match api.object_action(ctx, &mut self.primitive, "save", Vec::new(), kwargs).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 info!(request_id = ctx.request_id(), instance = %uuid, error = %e, "instance save failed");
@@ -264,11 +243,7 @@ impl Instance {
 
     /// `metadata` (user metadata), empty when not loaded.
     pub fn metadata(&self) -> Map<String, Value> {
-        self.primitive
-            .get("metadata")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default()
+        self.primitive.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default()
     }
 
     /// A field's raw value (`None` when not set in the primitive).
@@ -278,9 +253,7 @@ impl Instance {
 
     /// The flavor's fields (`nova_object.data` of the nested Flavor).
     pub fn flavor_data(&self) -> Option<&Map<String, Value>> {
-        self.flavor()
-            .and_then(|f| f.get("nova_object.data"))
-            .and_then(Value::as_object)
+        self.flavor().and_then(|f| f.get("nova_object.data")).and_then(Value::as_object)
     }
 
     /// `info_cache.network_info`, decoded (it travels as a JSON string).
@@ -291,10 +264,9 @@ impl Instance {
             .and_then(|c| c.get("nova_object.data"))
             .and_then(|d| d.get("network_info"));
         match raw {
-            Some(Value::String(text)) => serde_json::from_str::<Value>(text)
-                .ok()
-                .and_then(|v| v.as_array().cloned())
-                .unwrap_or_default(),
+            Some(Value::String(text)) => {
+                serde_json::from_str::<Value>(text).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default()
+            }
             Some(Value::Array(vifs)) => vifs.clone(),
             _ => Vec::new(),
         }
@@ -303,9 +275,7 @@ impl Instance {
     /// `objects.ImageMeta.from_instance`: the instance's image metadata from
     /// its system_metadata (empty when system_metadata was not sent).
     pub fn image_meta(&self) -> ImageMeta {
-        self.system_metadata()
-            .map(ImageMeta::from_system_metadata)
-            .unwrap_or_default()
+        self.system_metadata().map(ImageMeta::from_system_metadata).unwrap_or_default()
     }
 }
 
@@ -333,10 +303,7 @@ mod tests {
     fn typed_fields() {
         let inst = Instance::from_primitive(&instance()).unwrap();
         assert_eq!(inst.uuid(), "2e2ecf39-53b7-4cc8-a76c-bc41139af391");
-        assert_eq!(
-            inst.task_state().unwrap(),
-            Some(TaskState::ImageSnapshotPending)
-        );
+        assert_eq!(inst.task_state().unwrap(), Some(TaskState::ImageSnapshotPending));
         assert_eq!(inst.vm_state(), Some(VmState::Active));
         assert_eq!(inst.power_state(), Some(PowerState::Running));
         assert!(inst.image_meta().hw_qemu_guest_agent());
@@ -352,10 +319,7 @@ mod tests {
         assert_eq!(out["nova_object.changes"], json!(["flavor", "task_state"]));
         assert_eq!(out["nova_object.data"]["task_state"], "image_snapshot");
         inst.set_task_state(None);
-        assert_eq!(
-            inst.to_primitive()["nova_object.data"]["task_state"],
-            Value::Null
-        );
+        assert_eq!(inst.to_primitive()["nova_object.data"]["task_state"], Value::Null);
     }
 
     #[test]
@@ -370,10 +334,7 @@ mod tests {
     #[test]
     fn instance_without_uuid_is_refused() {
         let mut v = instance();
-        v["nova_object.data"]
-            .as_object_mut()
-            .unwrap()
-            .remove("uuid");
+        v["nova_object.data"].as_object_mut().unwrap().remove("uuid");
         assert!(Instance::from_primitive(&v).is_err());
     }
 }

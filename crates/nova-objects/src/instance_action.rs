@@ -53,12 +53,7 @@ impl InstanceActionEvent {
         let mut kwargs = Map::new();
         kwargs.insert("want_result".into(), Value::Bool(false));
         kwargs.insert("host".into(), Value::String(host.into()));
-        debug!(
-            request_id = ctx.request_id(),
-            instance = instance_uuid,
-            event,
-            "instance action event start"
-        );
+        debug!(request_id = ctx.request_id(), instance = instance_uuid, event, "instance action event start");
         Self::class_call(api, ctx, "event_start", instance_uuid, event, kwargs).await
     }
 
@@ -74,10 +69,9 @@ impl InstanceActionEvent {
         let (exc_val, exc_tb) = match outcome {
             EventOutcome::Success => (Value::Null, Value::Null),
             // Any non-null `exc_tb`, even empty, makes nova record `Error`.
-            EventOutcome::Failure { message, traceback } => (
-                Value::String(message.clone()),
-                Value::String(traceback.clone()),
-            ),
+            EventOutcome::Failure { message, traceback } => {
+                (Value::String(message.clone()), Value::String(traceback.clone()))
+            }
         };
         let mut kwargs = Map::new();
         kwargs.insert("exc_val".into(), exc_val);
@@ -90,15 +84,7 @@ impl InstanceActionEvent {
             ?outcome,
             "instance action event finish"
         );
-        Self::class_call(
-            api,
-            ctx,
-            "event_finish_with_failure",
-            instance_uuid,
-            event,
-            kwargs,
-        )
-        .await
+        Self::class_call(api, ctx, "event_finish_with_failure", instance_uuid, event, kwargs).await
     }
 
     async fn class_call<T: ConductorTransport>(
@@ -109,20 +95,9 @@ impl InstanceActionEvent {
         event: &str,
         kwargs: Map<String, Value>,
     ) -> Result<(), ConductorError> {
-        let args = vec![
-            Value::String(instance_uuid.into()),
-            Value::String(event.into()),
-        ];
-        let result = api
-            .class_action(
-                ctx,
-                "InstanceActionEvent",
-                INSTANCE_ACTION_EVENT_MANIFEST,
-                objmethod,
-                args,
-                kwargs,
-            )
-            .await;
+        let args = vec![Value::String(instance_uuid.into()), Value::String(event.into())];
+        let result =
+            api.class_action(ctx, "InstanceActionEvent", INSTANCE_ACTION_EVENT_MANIFEST, objmethod, args, kwargs).await;
         if let Err(e) = &result {
             warn!(request_id = ctx.request_id(), instance = instance_uuid, event, error = %e,
                 "cannot record instance action event");
@@ -142,22 +117,12 @@ mod tests {
 
     #[tokio::test]
     async fn start_and_finish_carry_the_request_context_and_nova_kwargs() {
-        let api = ConductorApi::new(FakeTransport::replying(vec![
-            Ok(Value::Null),
-            Ok(Value::Null),
-        ]));
+        let api = ConductorApi::new(FakeTransport::replying(vec![Ok(Value::Null), Ok(Value::Null)]));
         let ctx = RequestContext::for_user("u", "p", &["member"], None);
         let event = InstanceActionEvent::compute_event_name("snapshot_instance");
-        InstanceActionEvent::event_start(&api, &ctx, "uuid-1", &event, "cmp1")
-            .await
-            .unwrap();
-        let failure = EventOutcome::Failure {
-            message: "boom".into(),
-            traceback: "Traceback ...\n".into(),
-        };
-        InstanceActionEvent::event_finish_with_failure(&api, &ctx, "uuid-1", &event, &failure)
-            .await
-            .unwrap();
+        InstanceActionEvent::event_start(&api, &ctx, "uuid-1", &event, "cmp1").await.unwrap();
+        let failure = EventOutcome::Failure { message: "boom".into(), traceback: "Traceback ...\n".into() };
+        InstanceActionEvent::event_finish_with_failure(&api, &ctx, "uuid-1", &event, &failure).await.unwrap();
         let calls = api.transport().calls();
         assert_eq!(calls[0].0.request_id(), ctx.request_id());
         assert_eq!(calls[0].1.method, "object_class_action_versions");
@@ -180,24 +145,14 @@ mod tests {
             class: "InstanceActionNotFound".into(),
             module: "nova.exception".into(),
             message: "Action for request_id req-x on instance u not found".into(),
-            kwargs: json!({"request_id": "req-x", "instance_uuid": "u", "code": 500})
-                .as_object()
-                .unwrap()
-                .clone(),
+            kwargs: json!({"request_id": "req-x", "instance_uuid": "u", "code": 500}).as_object().unwrap().clone(),
         };
-        let api = ConductorApi::new(FakeTransport::replying(vec![Err(TransportError::Remote(
-            Box::new(failure),
-        ))]));
+        let api = ConductorApi::new(FakeTransport::replying(vec![Err(TransportError::Remote(Box::new(failure)))]));
         let err =
-            InstanceActionEvent::event_start(&api, &RequestContext::admin(), "u", "compute_x", "h")
-                .await
-                .unwrap_err();
+            InstanceActionEvent::event_start(&api, &RequestContext::admin(), "u", "compute_x", "h").await.unwrap_err();
         assert_eq!(
             err,
-            ConductorError::InstanceActionNotFound {
-                request_id: "req-x".into(),
-                instance_uuid: "u".into()
-            }
+            ConductorError::InstanceActionNotFound { request_id: "req-x".into(), instance_uuid: "u".into() }
         );
     }
 }

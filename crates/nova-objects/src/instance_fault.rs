@@ -42,18 +42,11 @@ pub struct InstanceFault {
 impl InstanceFault {
     /// `add_instance_fault_from_exc(context, instance, exc, exc_info)`'s object.
     pub fn from_exc(instance_uuid: &str, host: &str, info: &FaultInfo) -> Self {
-        let details = if info.code == 500 {
-            info.traceback.clone()
-        } else {
-            String::new()
-        };
+        let details = if info.code == 500 { info.traceback.clone() } else { String::new() };
         let mut primitive = ObjectPrimitive::new("InstanceFault", INSTANCE_FAULT_VERSION);
         primitive.set("host", Value::String(host.into()));
         primitive.set("instance_uuid", Value::String(instance_uuid.into()));
-        primitive.set(
-            "message",
-            Value::String(safe_truncate(&info.message, MESSAGE_MAX_BYTES).into()),
-        );
+        primitive.set("message", Value::String(safe_truncate(&info.message, MESSAGE_MAX_BYTES).into()));
         primitive.set("code", Value::from(info.code));
         primitive.set("details", Value::String(details));
         InstanceFault { primitive }
@@ -90,8 +83,7 @@ impl InstanceFault {
             message = self.message(),
             "recording instance fault"
         );
-        api.object_action(ctx, &mut self.primitive, "create", Vec::new(), Map::new())
-            .await?;
+        api.object_action(ctx, &mut self.primitive, "create", Vec::new(), Map::new()).await?;
         Ok(())
     }
 }
@@ -118,15 +110,8 @@ mod tests {
 
     #[test]
     fn details_only_for_code_500() {
-        let info = FaultInfo {
-            code: 500,
-            message: "RuntimeError".into(),
-            traceback: "Traceback...\n".into(),
-        };
-        assert_eq!(
-            InstanceFault::from_exc("u", "h", &info).details(),
-            "Traceback...\n"
-        );
+        let info = FaultInfo { code: 500, message: "RuntimeError".into(), traceback: "Traceback...\n".into() };
+        assert_eq!(InstanceFault::from_exc("u", "h", &info).details(), "Traceback...\n");
         let info = FaultInfo { code: 409, ..info };
         assert_eq!(InstanceFault::from_exc("u", "h", &info).details(), "");
     }
@@ -134,11 +119,7 @@ mod tests {
     #[test]
     fn message_is_truncated_to_255_bytes_on_a_char_boundary() {
         let long = "é".repeat(200); // 400 bytes
-        let info = FaultInfo {
-            code: 500,
-            message: long,
-            traceback: String::new(),
-        };
+        let info = FaultInfo { code: 500, message: long, traceback: String::new() };
         let fault = InstanceFault::from_exc("u", "h", &info);
         assert_eq!(fault.message().len(), 254);
         assert_eq!(safe_truncate("short", 255), "short");
@@ -150,11 +131,7 @@ mod tests {
         let reply = json!([{"id": 7, "created_at": "2026-11-22T13:45:04Z", "updated_at": null,
                             "deleted_at": null, "deleted": false, "obj_what_changed": []}, null]);
         let api = ConductorApi::new(FakeTransport::replying(vec![Ok(reply)]));
-        let info = FaultInfo {
-            code: 500,
-            message: "RuntimeError".into(),
-            traceback: "tb".into(),
-        };
+        let info = FaultInfo { code: 500, message: "RuntimeError".into(), traceback: "tb".into() };
         let mut fault = InstanceFault::from_exc("uuid-1", "cmp1", &info);
         fault.create(&api, &RequestContext::admin()).await.unwrap();
         assert_eq!(fault.id(), Some(7));

@@ -38,8 +38,8 @@ mod states;
 
 pub use amqp::{OsloConductorTransport, OsloNotificationSink};
 pub use conductor::{
-    ConductorApi, ConductorCall, ConductorTransport, ReadinessPolicy, TransportError,
-    CONDUCTOR_TOPIC, CONDUCTOR_VERSION,
+    ConductorApi, ConductorCall, ConductorTransport, ReadinessPolicy, TransportError, CONDUCTOR_TOPIC,
+    CONDUCTOR_VERSION,
 };
 pub use context::{generate_request_id, RequestContext};
 pub use error::{ConductorError, ObjectError, RemoteFailure, TaskStateConflict};
@@ -48,13 +48,12 @@ pub use instance::{ExpectedTaskState, Instance, INSTANCE_MANIFEST, INSTANCE_VERS
 pub use instance_action::{EventOutcome, InstanceActionEvent, INSTANCE_ACTION_EVENT_MANIFEST};
 pub use instance_fault::{safe_truncate, FaultInfo, InstanceFault, INSTANCE_FAULT_VERSION};
 pub use notifications::{
-    emit, info_from_instance, instance_action_snapshot_payload, snapshot_notifications,
-    Notification, NotificationKind, NotificationPolicy, NotificationSink, PayloadOptions, Phase,
-    SNAPSHOT_PAYLOAD_VERSION,
+    emit, info_from_instance, instance_action_snapshot_payload, snapshot_notifications, Notification, NotificationKind,
+    NotificationPolicy, NotificationSink, PayloadOptions, Phase, SNAPSHOT_PAYLOAD_VERSION,
 };
 pub use primitive::ObjectPrimitive;
 pub use service::{
-    register_service, Heartbeat, HeartbeatStatus, Service, ServiceOptions, COMPUTE_BINARY,
-    COMPUTE_TOPIC, SERVICE_MANIFEST, SERVICE_VERSION,
+    register_service, Heartbeat, HeartbeatStatus, Service, ServiceOptions, COMPUTE_BINARY, COMPUTE_TOPIC,
+    SERVICE_MANIFEST, SERVICE_VERSION,
 };
 pub use states::{PowerState, TaskState, VmState};

@@ -40,20 +40,10 @@ impl NotificationPolicy {
     /// nova's `rpc.init`: the format picks the families; a driver list that
     /// is empty or only `noop` disables both (oslo's notifier is then a no-op).
     pub fn new(format: NotificationFormat, drivers: &[String]) -> Self {
-        let enabled = drivers
-            .iter()
-            .any(|d| !d.trim().is_empty() && d.trim() != "noop");
+        let enabled = drivers.iter().any(|d| !d.trim().is_empty() && d.trim() != "noop");
         NotificationPolicy {
-            legacy: enabled
-                && matches!(
-                    format,
-                    NotificationFormat::Unversioned | NotificationFormat::Both
-                ),
-            versioned: enabled
-                && matches!(
-                    format,
-                    NotificationFormat::Versioned | NotificationFormat::Both
-                ),
+            legacy: enabled && matches!(format, NotificationFormat::Unversioned | NotificationFormat::Both),
+            versioned: enabled && matches!(format, NotificationFormat::Versioned | NotificationFormat::Both),
         }
     }
 }
@@ -151,11 +141,7 @@ pub trait NotificationSink: Send + Sync {
 
 /// Sends each notification with the redacted context. A failure is logged
 /// and never fails the snapshot, as oslo's notifier swallows send errors.
-pub async fn emit<S: NotificationSink>(
-    sink: &S,
-    ctx: &RequestContext,
-    notifications: &[Notification],
-) {
+pub async fn emit<S: NotificationSink>(sink: &S, ctx: &RequestContext, notifications: &[Notification]) {
     let redacted = ctx.redacted();
     for n in notifications {
         if let Err(e) = sink.notify(&redacted, n).await {
@@ -175,15 +161,8 @@ pub fn instance_action_snapshot_payload(
 ) -> Value {
     let mut data = instance_payload_data(ctx, instance, opts);
     data.insert("fault".into(), Value::Null);
-    data.insert(
-        "snapshot_image_id".into(),
-        Value::String(snapshot_image_id.into()),
-    );
-    payload_primitive(
-        "InstanceActionSnapshotPayload",
-        SNAPSHOT_PAYLOAD_VERSION,
-        data,
-    )
+    data.insert("snapshot_image_id".into(), Value::String(snapshot_image_id.into()));
+    payload_primitive("InstanceActionSnapshotPayload", SNAPSHOT_PAYLOAD_VERSION, data)
 }
 
 fn payload_primitive(name: &str, version: &str, data: Map<String, Value>) -> Value {
@@ -225,82 +204,33 @@ const INSTANCE_SCHEMA: &[(&str, &str)] = &[
 ];
 
 /// The fields of nova's `InstancePayload.__init__` (version 1.9).
-fn instance_payload_data(
-    ctx: &RequestContext,
-    instance: &Instance,
-    opts: &PayloadOptions,
-) -> Map<String, Value> {
+fn instance_payload_data(ctx: &RequestContext, instance: &Instance, opts: &PayloadOptions) -> Map<String, Value> {
     let mut data = Map::new();
     for (payload_field, instance_field) in INSTANCE_SCHEMA {
-        data.insert(
-            (*payload_field).into(),
-            instance
-                .field(instance_field)
-                .cloned()
-                .unwrap_or(Value::Null),
-        );
+        data.insert((*payload_field).into(), instance.field(instance_field).cloned().unwrap_or(Value::Null));
     }
     // InstancePowerStateField stores the STATE_MAP name, not the code.
-    let power_state = instance
-        .power_state()
-        .map_or(Value::Null, |p: PowerState| Value::String(p.name().into()));
+    let power_state = instance.power_state().map_or(Value::Null, |p: PowerState| Value::String(p.name().into()));
     data.insert("power_state".into(), power_state);
     data.insert("metadata".into(), Value::Object(instance.metadata()));
-    data.insert(
-        "locked".into(),
-        Value::Bool(
-            instance
-                .field("locked")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-        ),
-    );
+    data.insert("locked".into(), Value::Bool(instance.field("locked").and_then(Value::as_bool).unwrap_or(false)));
     // DiskConfigField coerces the instance's bool to AUTO / MANUAL.
-    let auto = instance
-        .field("auto_disk_config")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    data.insert(
-        "auto_disk_config".into(),
-        Value::String(if auto { "AUTO" } else { "MANUAL" }.into()),
-    );
+    let auto = instance.field("auto_disk_config").and_then(Value::as_bool).unwrap_or(false);
+    data.insert("auto_disk_config".into(), Value::String(if auto { "AUTO" } else { "MANUAL" }.into()));
     data.insert("flavor".into(), flavor_payload(instance));
-    data.insert(
-        "ip_addresses".into(),
-        Value::Array(ip_payloads(&instance.network_info())),
-    );
-    data.insert(
-        "block_devices".into(),
-        opts.block_devices.clone().map_or(Value::Null, Value::Array),
-    );
-    data.insert(
-        "shares".into(),
-        opts.shares.clone().map_or(Value::Null, Value::Array),
-    );
+    data.insert("ip_addresses".into(), Value::Array(ip_payloads(&instance.network_info())));
+    data.insert("block_devices".into(), opts.block_devices.clone().map_or(Value::Null, Value::Array));
+    data.insert("shares".into(), opts.shares.clone().map_or(Value::Null, Value::Array));
     // nova leaves request_id out for contexts without a user and project
     // (periodic tasks).
     let request_id = match (ctx.project_id(), ctx.user_id()) {
-        (Some(_), Some(_)) => ctx
-            .request_id()
-            .map_or(Value::Null, |r| Value::String(r.into())),
+        (Some(_), Some(_)) => ctx.request_id().map_or(Value::Null, |r| Value::String(r.into())),
         _ => Value::Null,
     };
     data.insert("request_id".into(), request_id);
-    data.insert(
-        "action_initiator_user".into(),
-        ctx.user_id()
-            .map_or(Value::Null, |u| Value::String(u.into())),
-    );
-    data.insert(
-        "action_initiator_project".into(),
-        ctx.project_id()
-            .map_or(Value::Null, |p| Value::String(p.into())),
-    );
-    let locked_reason = instance
-        .system_metadata()
-        .and_then(|s| s.get("locked_reason"))
-        .cloned()
-        .unwrap_or(Value::Null);
+    data.insert("action_initiator_user".into(), ctx.user_id().map_or(Value::Null, |u| Value::String(u.into())));
+    data.insert("action_initiator_project".into(), ctx.project_id().map_or(Value::Null, |p| Value::String(p.into())));
+    let locked_reason = instance.system_metadata().and_then(|s| s.get("locked_reason")).cloned().unwrap_or(Value::Null);
     data.insert("locked_reason".into(), locked_reason);
     data
 }
@@ -325,15 +255,7 @@ fn flavor_payload(instance: &Instance) -> Value {
         "description",
     ];
     let flavor = instance.flavor_data().cloned().unwrap_or_default();
-    let data = FIELDS
-        .iter()
-        .map(|f| {
-            (
-                (*f).to_owned(),
-                flavor.get(*f).cloned().unwrap_or(Value::Null),
-            )
-        })
-        .collect();
+    let data = FIELDS.iter().map(|f| ((*f).to_owned(), flavor.get(*f).cloned().unwrap_or(Value::Null))).collect();
     payload_primitive("FlavorPayload", FLAVOR_PAYLOAD_VERSION, data)
 }
 
@@ -343,36 +265,15 @@ fn ip_payloads(network_info: &[Value]) -> Vec<Value> {
     for vif in network_info {
         for ip in fixed_ips(vif) {
             let address = ip.get("address").cloned().unwrap_or(Value::Null);
-            let version = ip
-                .get("version")
-                .filter(|v| !v.is_null())
-                .cloned()
-                .unwrap_or_else(|| ip_version(&address));
+            let version = ip.get("version").filter(|v| !v.is_null()).cloned().unwrap_or_else(|| ip_version(&address));
             let mut data = Map::new();
-            data.insert(
-                "label".into(),
-                vif.pointer("/network/label")
-                    .cloned()
-                    .unwrap_or(Value::Null),
-            );
-            data.insert(
-                "mac".into(),
-                vif.get("address").cloned().unwrap_or(Value::Null),
-            );
-            data.insert(
-                "meta".into(),
-                vif.get("meta").cloned().unwrap_or_else(|| json!({})),
-            );
-            data.insert(
-                "port_uuid".into(),
-                vif.get("id").cloned().unwrap_or(Value::Null),
-            );
+            data.insert("label".into(), vif.pointer("/network/label").cloned().unwrap_or(Value::Null));
+            data.insert("mac".into(), vif.get("address").cloned().unwrap_or(Value::Null));
+            data.insert("meta".into(), vif.get("meta").cloned().unwrap_or_else(|| json!({})));
+            data.insert("port_uuid".into(), vif.get("id").cloned().unwrap_or(Value::Null));
             data.insert("version".into(), version);
             data.insert("address".into(), address);
-            data.insert(
-                "device_name".into(),
-                vif.get("devname").cloned().unwrap_or(Value::Null),
-            );
+            data.insert("device_name".into(), vif.get("devname").cloned().unwrap_or(Value::Null));
             out.push(payload_primitive("IpPayload", IP_PAYLOAD_VERSION, data));
         }
     }
@@ -382,12 +283,7 @@ fn ip_payloads(network_info: &[Value]) -> Vec<Value> {
 /// `VIF.fixed_ips()`: every IP of every subnet of the VIF's network.
 fn fixed_ips(vif: &Value) -> Vec<&Value> {
     let subnets = vif.pointer("/network/subnets").and_then(Value::as_array);
-    subnets
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.get("ips").and_then(Value::as_array))
-        .flatten()
-        .collect()
+    subnets.into_iter().flatten().filter_map(|s| s.get("ips").and_then(Value::as_array)).flatten().collect()
 }
 
 /// nova's model derives a missing IP version from the address.
@@ -401,19 +297,13 @@ fn ip_version(address: &Value) -> Value {
 
 /// `notifications.info_from_instance(context, instance, None,
 /// populate_image_ref_url=True)`: the legacy payload.
-pub fn info_from_instance(
-    ctx: &RequestContext,
-    instance: &Instance,
-    opts: &PayloadOptions,
-) -> Map<String, Value> {
+pub fn info_from_instance(ctx: &RequestContext, instance: &Instance, opts: &PayloadOptions) -> Map<String, Value> {
     let _ = ctx; // nova reads the context only to reach Glance's catalog entry.
     let flavor = instance.flavor_data().cloned().unwrap_or_default();
     let flavor_int = |f: &str| flavor.get(f).and_then(Value::as_i64).unwrap_or(0);
     let field = |f: &str| instance.field(f).cloned().unwrap_or(Value::Null);
     let image_ref_url = match (&opts.glance_api_server, instance.image_ref()) {
-        (Some(server), Some(image)) => {
-            Value::String(format!("{}/images/{image}", server.trim_end_matches('/')))
-        }
+        (Some(server), Some(image)) => Value::String(format!("{}/images/{image}", server.trim_end_matches('/'))),
         (None, Some(image)) => Value::String(image.into()),
         (_, None) => Value::Null,
     };
@@ -424,70 +314,35 @@ pub fn info_from_instance(
     info.insert("display_name".into(), field("display_name"));
     info.insert("reservation_id".into(), field("reservation_id"));
     info.insert("hostname".into(), field("hostname"));
-    info.insert(
-        "instance_type".into(),
-        flavor.get("name").cloned().unwrap_or_else(|| json!("")),
-    );
+    info.insert("instance_type".into(), flavor.get("name").cloned().unwrap_or_else(|| json!("")));
     info.insert("instance_type_id".into(), field("instance_type_id"));
-    info.insert(
-        "instance_flavor_id".into(),
-        flavor.get("flavorid").cloned().unwrap_or_else(|| json!("")),
-    );
+    info.insert("instance_flavor_id".into(), flavor.get("flavorid").cloned().unwrap_or_else(|| json!("")));
     info.insert("architecture".into(), field("architecture"));
     info.insert("memory_mb".into(), json!(flavor_int("memory_mb")));
-    info.insert(
-        "disk_gb".into(),
-        json!(flavor_int("root_gb") + flavor_int("ephemeral_gb")),
-    );
+    info.insert("disk_gb".into(), json!(flavor_int("root_gb") + flavor_int("ephemeral_gb")));
     info.insert("vcpus".into(), json!(flavor_int("vcpus")));
     info.insert("root_gb".into(), json!(flavor_int("root_gb")));
     info.insert("ephemeral_gb".into(), json!(flavor_int("ephemeral_gb")));
     info.insert("host".into(), field("host"));
     info.insert("node".into(), field("node"));
     info.insert("availability_zone".into(), field("availability_zone"));
-    info.insert(
-        "cell_name".into(),
-        Value::String(null_safe_str(instance.field("cell_name"))),
-    );
-    info.insert(
-        "created_at".into(),
-        instance
-            .field("created_at")
-            .map_or(json!("None"), python_str_datetime),
-    );
-    info.insert(
-        "terminated_at".into(),
-        json!(null_safe_isotime(instance.field("terminated_at"))),
-    );
-    info.insert(
-        "deleted_at".into(),
-        json!(null_safe_isotime(instance.field("deleted_at"))),
-    );
-    info.insert(
-        "launched_at".into(),
-        json!(null_safe_isotime(instance.field("launched_at"))),
-    );
+    info.insert("cell_name".into(), Value::String(null_safe_str(instance.field("cell_name"))));
+    info.insert("created_at".into(), instance.field("created_at").map_or(json!("None"), python_str_datetime));
+    info.insert("terminated_at".into(), json!(null_safe_isotime(instance.field("terminated_at"))));
+    info.insert("deleted_at".into(), json!(null_safe_isotime(instance.field("deleted_at"))));
+    info.insert("launched_at".into(), json!(null_safe_isotime(instance.field("launched_at"))));
     info.insert("image_ref_url".into(), image_ref_url);
     info.insert("os_type".into(), field("os_type"));
     info.insert("kernel_id".into(), field("kernel_id"));
     info.insert("ramdisk_id".into(), field("ramdisk_id"));
     info.insert("state".into(), field("vm_state"));
-    info.insert(
-        "state_description".into(),
-        Value::String(null_safe_str(instance.field("task_state"))),
-    );
+    info.insert("state_description".into(), Value::String(null_safe_str(instance.field("task_state"))));
     // Legacy quirk kept for consumers: no progress is '' rather than null.
-    let progress = instance
-        .field("progress")
-        .and_then(Value::as_i64)
-        .filter(|p| *p != 0);
+    let progress = instance.field("progress").and_then(Value::as_i64).filter(|p| *p != 0);
     info.insert("progress".into(), progress.map_or(json!(""), Value::from));
     info.insert("access_ip_v4".into(), field("access_ip_v4"));
     info.insert("access_ip_v6".into(), field("access_ip_v6"));
-    info.insert(
-        "image_meta".into(),
-        Value::Object(legacy_image_meta(instance)),
-    );
+    info.insert("image_meta".into(), Value::Object(legacy_image_meta(instance)));
     info.insert("metadata".into(), Value::Object(instance.metadata()));
     info
 }
@@ -496,10 +351,7 @@ pub fn info_from_instance(
 /// stripped (unlike `ImageMeta`, nothing is skipped or moved).
 fn legacy_image_meta(instance: &Instance) -> Map<String, Value> {
     let sysmeta = instance.system_metadata().cloned().unwrap_or_default();
-    sysmeta
-        .into_iter()
-        .filter_map(|(k, v)| k.strip_prefix("image_").map(|k| (k.to_owned(), v)))
-        .collect()
+    sysmeta.into_iter().filter_map(|(k, v)| k.strip_prefix("image_").map(|k| (k.to_owned(), v))).collect()
 }
 
 /// `null_safe_str`: `str(s) if s else ''`.
@@ -530,10 +382,7 @@ fn null_safe_isotime(value: Option<&Value>) -> String {
 /// `str(datetime)` of an aware UTC datetime: `2026-11-22 13:44:46+00:00`.
 fn python_str_datetime(value: &Value) -> Value {
     match value.as_str() {
-        Some(s) => Value::String(format!(
-            "{}+00:00",
-            s.trim_end_matches('Z').replacen('T', " ", 1)
-        )),
+        Some(s) => Value::String(format!("{}+00:00", s.trim_end_matches('Z').replacen('T', " ", 1))),
         None => Value::String("None".into()),
     }
 }
@@ -548,53 +397,22 @@ mod tests {
 
     #[test]
     fn policy_follows_format_and_driver() {
-        let p =
-            NotificationPolicy::new(NotificationFormat::Unversioned, &drivers(&["messagingv2"]));
-        assert_eq!(
-            p,
-            NotificationPolicy {
-                legacy: true,
-                versioned: false
-            }
-        );
+        let p = NotificationPolicy::new(NotificationFormat::Unversioned, &drivers(&["messagingv2"]));
+        assert_eq!(p, NotificationPolicy { legacy: true, versioned: false });
         let p = NotificationPolicy::new(NotificationFormat::Both, &drivers(&["messagingv2"]));
-        assert_eq!(
-            p,
-            NotificationPolicy {
-                legacy: true,
-                versioned: true
-            }
-        );
+        assert_eq!(p, NotificationPolicy { legacy: true, versioned: true });
         let p = NotificationPolicy::new(NotificationFormat::Versioned, &drivers(&["messagingv2"]));
-        assert_eq!(
-            p,
-            NotificationPolicy {
-                legacy: false,
-                versioned: true
-            }
-        );
+        assert_eq!(p, NotificationPolicy { legacy: false, versioned: true });
         for none in [&[][..], &["noop"][..]] {
             let p = NotificationPolicy::new(NotificationFormat::Both, &drivers(none));
-            assert_eq!(
-                p,
-                NotificationPolicy {
-                    legacy: false,
-                    versioned: false
-                }
-            );
+            assert_eq!(p, NotificationPolicy { legacy: false, versioned: false });
         }
     }
 
     #[test]
     fn python_datetime_renderings() {
-        assert_eq!(
-            python_str_datetime(&json!("2026-11-22T13:44:46Z")),
-            json!("2026-11-22 13:44:46+00:00")
-        );
-        assert_eq!(
-            null_safe_isotime(Some(&json!("2026-11-22T13:44:46Z"))),
-            "2026-11-22T13:44:46.000000"
-        );
+        assert_eq!(python_str_datetime(&json!("2026-11-22T13:44:46Z")), json!("2026-11-22 13:44:46+00:00"));
+        assert_eq!(null_safe_isotime(Some(&json!("2026-11-22T13:44:46Z"))), "2026-11-22T13:44:46.000000");
         assert_eq!(null_safe_isotime(Some(&Value::Null)), "");
     }
 

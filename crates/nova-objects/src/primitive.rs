@@ -45,9 +45,7 @@ impl ObjectPrimitive {
 
     /// Decodes a primitive; `expected` names the object class the caller needs.
     pub fn from_value(value: &Value, expected: &str) -> Result<Self, ObjectError> {
-        let obj = value
-            .as_object()
-            .ok_or_else(|| ObjectError::Malformed(format!("{expected}: not a JSON object")))?;
+        let obj = value.as_object().ok_or_else(|| ObjectError::Malformed(format!("{expected}: not a JSON object")))?;
         let text = |key: &str| -> Result<String, ObjectError> {
             obj.get(key)
                 .and_then(Value::as_str)
@@ -56,44 +54,23 @@ impl ObjectPrimitive {
         };
         let name = text(NAME)?;
         if name != expected {
-            return Err(ObjectError::Malformed(format!(
-                "expected a {expected} object, got {name}"
-            )));
+            return Err(ObjectError::Malformed(format!("expected a {expected} object, got {name}")));
         }
         let data = match obj.get(DATA) {
             Some(Value::Object(map)) => map.clone(),
-            _ => {
-                return Err(ObjectError::Malformed(format!(
-                    "{expected}: missing {DATA}"
-                )))
-            }
+            _ => return Err(ObjectError::Malformed(format!("{expected}: missing {DATA}"))),
         };
         let changes = match obj.get(CHANGES) {
             None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect(),
-            Some(_) => {
-                return Err(ObjectError::Malformed(format!(
-                    "{expected}: {CHANGES} is not a list"
-                )))
-            }
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+            Some(_) => return Err(ObjectError::Malformed(format!("{expected}: {CHANGES} is not a list"))),
         };
         let extra = obj
             .iter()
             .filter(|(k, _)| ![NAME, NAMESPACE, VERSION, DATA, CHANGES].contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        Ok(ObjectPrimitive {
-            name,
-            namespace: text(NAMESPACE)?,
-            version: text(VERSION)?,
-            data,
-            changes,
-            extra,
-        })
+        Ok(ObjectPrimitive { name, namespace: text(NAMESPACE)?, version: text(VERSION)?, data, changes, extra })
     }
 
     /// The primitive as oslo.versionedobjects serializes it. `nova_object.changes`
@@ -153,19 +130,14 @@ impl ObjectPrimitive {
     /// field takes the conductor's value, and the change list becomes
     /// `obj_what_changed` (what the conductor itself left unsaved).
     pub fn apply_updates(&mut self, updates: &Value) -> Result<(), ObjectError> {
-        let updates = updates.as_object().ok_or_else(|| {
-            ObjectError::Malformed("object_action updates is not a JSON object".into())
-        })?;
+        let updates = updates
+            .as_object()
+            .ok_or_else(|| ObjectError::Malformed("object_action updates is not a JSON object".into()))?;
         let mut still_changed = Vec::new();
         for (field, value) in updates {
             if field == "obj_what_changed" {
-                still_changed = value
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect();
+                still_changed =
+                    value.as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect();
             } else {
                 self.data.insert(field.clone(), value.clone());
             }
@@ -206,19 +178,14 @@ mod tests {
     #[test]
     fn wrong_class_is_refused() {
         let err = ObjectPrimitive::from_value(&service(), "Instance").unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("expected a Instance object, got Service"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("expected a Instance object, got Service"), "{err}");
     }
 
     #[test]
     fn updates_replace_fields_and_reset_changes() {
         let mut p = ObjectPrimitive::from_value(&service(), "Service").unwrap();
         p.set("report_count", json!(2));
-        p.apply_updates(&json!({"last_seen_up": "2026-11-22T13:45:03Z", "obj_what_changed": []}))
-            .unwrap();
+        p.apply_updates(&json!({"last_seen_up": "2026-11-22T13:45:03Z", "obj_what_changed": []})).unwrap();
         assert_eq!(p.get_str("last_seen_up"), Some("2026-11-22T13:45:03Z"));
         assert!(p.changes().is_empty());
     }

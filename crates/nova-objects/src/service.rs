@@ -61,9 +61,7 @@ impl Service {
     }
 
     pub fn from_primitive(value: &Value) -> Result<Self, crate::ObjectError> {
-        Ok(Service {
-            primitive: ObjectPrimitive::from_value(value, "Service")?,
-        })
+        Ok(Service { primitive: ObjectPrimitive::from_value(value, "Service")? })
     }
 
     pub fn primitive(&self) -> &ObjectPrimitive {
@@ -83,10 +81,7 @@ impl Service {
     }
 
     pub fn report_count(&self) -> i64 {
-        self.primitive
-            .get("report_count")
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
+        self.primitive.get("report_count").and_then(Value::as_i64).unwrap_or(0)
     }
 
     pub fn last_seen_up(&self) -> Option<&str> {
@@ -111,16 +106,8 @@ impl Service {
         binary: &str,
     ) -> Result<Option<Self>, ConductorError> {
         let args = vec![Value::String(host.into()), Value::String(binary.into())];
-        let reply = api
-            .class_action(
-                ctx,
-                "Service",
-                SERVICE_MANIFEST,
-                "get_by_host_and_binary",
-                args,
-                Map::new(),
-            )
-            .await?;
+        let reply =
+            api.class_action(ctx, "Service", SERVICE_MANIFEST, "get_by_host_and_binary", args, Map::new()).await?;
         match reply {
             Value::Null => Ok(None),
             value => Ok(Some(Service::from_primitive(&value)?)),
@@ -133,8 +120,7 @@ impl Service {
         api: &ConductorApi<T>,
         ctx: &RequestContext,
     ) -> Result<(), ConductorError> {
-        api.object_action(ctx, &mut self.primitive, "create", Vec::new(), Map::new())
-            .await?;
+        api.object_action(ctx, &mut self.primitive, "create", Vec::new(), Map::new()).await?;
         Ok(())
     }
 
@@ -144,8 +130,7 @@ impl Service {
         api: &ConductorApi<T>,
         ctx: &RequestContext,
     ) -> Result<(), ConductorError> {
-        api.object_action(ctx, &mut self.primitive, "save", Vec::new(), Map::new())
-            .await?;
+        api.object_action(ctx, &mut self.primitive, "save", Vec::new(), Map::new()).await?;
         Ok(())
     }
 }
@@ -192,9 +177,7 @@ pub async fn register_service<T: ConductorTransport>(
     ctx: &RequestContext,
     opts: &ServiceOptions,
 ) -> Result<Service, ConductorError> {
-    if let Some(mut service) =
-        Service::get_by_host_and_binary(api, ctx, &opts.host, COMPUTE_BINARY).await?
-    {
+    if let Some(mut service) = Service::get_by_host_and_binary(api, ctx, &opts.host, COMPUTE_BINARY).await? {
         if service.version() != Some(opts.version) {
             info!(request_id = ctx.request_id(), host = %opts.host, old = ?service.version(), new = opts.version,
                 "updating service version for nova-compute");
@@ -211,9 +194,7 @@ pub async fn register_service<T: ConductorTransport>(
             Ok(service)
         }
         // Another process of this host created it first: use that row.
-        Err(ConductorError::Remote(f))
-            if f.class == "ServiceBinaryExists" || f.class == "ServiceTopicExists" =>
-        {
+        Err(ConductorError::Remote(f)) if f.class == "ServiceBinaryExists" || f.class == "ServiceTopicExists" => {
             Service::get_by_host_and_binary(api, ctx, &opts.host, COMPUTE_BINARY)
                 .await?
                 .ok_or(ConductorError::Remote(f))
@@ -251,14 +232,7 @@ impl Heartbeat {
     ) -> Self {
         let (stop, stop_rx) = watch::channel(false);
         let (status_tx, status) = watch::channel(HeartbeatStatus::default());
-        let task = tokio::spawn(beat_loop(
-            api,
-            ctx,
-            service,
-            opts.clone(),
-            stop_rx,
-            status_tx,
-        ));
+        let task = tokio::spawn(beat_loop(api, ctx, service, opts.clone(), stop_rx, status_tx));
         Heartbeat { stop, status, task }
     }
 
@@ -305,13 +279,10 @@ async fn beat_loop<T: ConductorTransport>(
             _ = stop.wait_for(|s| *s) => break,
             _ = ticks.tick() => {}
         }
-        let result =
-            match tokio::time::timeout(opts.beat_timeout, beat(&api, &ctx, &mut service)).await {
-                Ok(result) => result,
-                Err(_) => Err(ConductorError::Timeout {
-                    method: "object_action".into(),
-                }),
-            };
+        let result = match tokio::time::timeout(opts.beat_timeout, beat(&api, &ctx, &mut service)).await {
+            Ok(result) => result,
+            Err(_) => Err(ConductorError::Timeout { method: "object_action".into() }),
+        };
         report(&status, &service, &opts, result);
     }
     debug!(host = %opts.host, "heartbeat stopped");
@@ -391,32 +362,19 @@ mod tests {
     #[tokio::test]
     async fn existing_row_with_another_version_is_updated() {
         let api = ConductorApi::new(FakeTransport::replying(vec![Ok(row(73, 5)), saved()]));
-        let service =
-            register_service(&api, &RequestContext::admin(), &ServiceOptions::new("cmp1"))
-                .await
-                .unwrap();
+        let service = register_service(&api, &RequestContext::admin(), &ServiceOptions::new("cmp1")).await.unwrap();
         assert_eq!(service.version(), Some(74));
         let calls = api.transport().calls();
         assert_eq!(calls[0].1.args["args"], json!(["cmp1", "nova-compute"]));
-        assert_eq!(
-            calls[1].1.args["objinst"]["nova_object.changes"],
-            json!(["version"])
-        );
-        assert_eq!(
-            calls[1].1.args["objinst"]["nova_object.data"]["version"],
-            74
-        );
+        assert_eq!(calls[1].1.args["objinst"]["nova_object.changes"], json!(["version"]));
+        assert_eq!(calls[1].1.args["objinst"]["nova_object.data"]["version"], 74);
     }
 
     #[tokio::test]
     async fn missing_row_is_created_like_nova() {
-        let created =
-            json!([{"id": 9, "uuid": "u", "last_seen_up": null, "obj_what_changed": []}, null]);
+        let created = json!([{"id": 9, "uuid": "u", "last_seen_up": null, "obj_what_changed": []}, null]);
         let api = ConductorApi::new(FakeTransport::replying(vec![Ok(Value::Null), Ok(created)]));
-        let service =
-            register_service(&api, &RequestContext::admin(), &ServiceOptions::new("cmp1"))
-                .await
-                .unwrap();
+        let service = register_service(&api, &RequestContext::admin(), &ServiceOptions::new("cmp1")).await.unwrap();
         assert_eq!(service.id(), Some(9));
         let (_, call) = &api.transport().calls()[1];
         assert_eq!(call.args["objmethod"], "create");
@@ -454,11 +412,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn first_beat_waits_initial_delay_then_every_interval() {
-        let api = Arc::new(ConductorApi::new(FakeTransport::replying(vec![
-            saved(),
-            saved(),
-            saved(),
-        ])));
+        let api = Arc::new(ConductorApi::new(FakeTransport::replying(vec![saved(), saved(), saved()])));
         let opts = ServiceOptions::with_interval("cmp1", Duration::from_secs(10));
         let t0 = tokio::time::Instant::now();
         let hb = Heartbeat::start(

@@ -160,10 +160,7 @@ mod tests {
             assert_eq!(TaskState::parse(state.as_str()), Some(*state));
         }
         assert_eq!(TaskState::PoweringOff.as_str(), "powering-off");
-        assert_eq!(
-            TaskState::parse("image_uploading"),
-            Some(TaskState::ImageUploading)
-        );
+        assert_eq!(TaskState::parse("image_uploading"), Some(TaskState::ImageUploading));
         assert_eq!(TaskState::parse("no_such_state"), None);
     }
 

@@ -7,8 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use nova_objects::{
-    snapshot_notifications, Instance, NotificationKind, NotificationPolicy, PayloadOptions, Phase,
-    RequestContext,
+    snapshot_notifications, Instance, NotificationKind, NotificationPolicy, PayloadOptions, Phase, RequestContext,
 };
 use oslo_config::groups::NotificationFormat;
 use serde_json::{json, Map, Value};
@@ -25,12 +24,10 @@ fn resolve(value: Value, dir: &Path) -> Value {
             let base = map.remove("$ref").map(|r| {
                 let file = r.as_str().unwrap().trim_end_matches('#').to_owned();
                 let path = dir.join(&file);
-                let text = std::fs::read_to_string(&path)
-                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 resolve(serde_json::from_str(&text).unwrap(), path.parent().unwrap())
             });
-            let resolved: Map<String, Value> =
-                map.into_iter().map(|(k, v)| (k, resolve(v, dir))).collect();
+            let resolved: Map<String, Value> = map.into_iter().map(|(k, v)| (k, resolve(v, dir))).collect();
             match base {
                 Some(mut base) => {
                     deep_update(&mut base, Value::Object(resolved));
@@ -49,9 +46,7 @@ fn deep_update(base: &mut Value, overlay: Value) {
         (Value::Object(b), Value::Object(o)) => {
             for (k, v) in o {
                 match b.get_mut(&k) {
-                    Some(existing) if existing.is_object() && v.is_object() => {
-                        deep_update(existing, v)
-                    }
+                    Some(existing) if existing.is_object() && v.is_object() => deep_update(existing, v),
                     _ => {
                         b.insert(k, v);
                     }
@@ -90,10 +85,8 @@ fn instance_from(payload: &Map<String, Value>) -> Instance {
         "info_cache": {"nova_object.name": "InstanceInfoCache", "nova_object.namespace": "nova",
                        "nova_object.version": "1.5", "nova_object.data": {"network_info": vif.to_string()}},
     });
-    Instance::from_primitive(
-        &json!({"nova_object.name": "Instance", "nova_object.namespace": "nova",
-        "nova_object.version": "2.8", "nova_object.data": data}),
-    )
+    Instance::from_primitive(&json!({"nova_object.name": "Instance", "nova_object.namespace": "nova",
+        "nova_object.version": "2.8", "nova_object.data": data}))
     .unwrap()
 }
 
@@ -114,12 +107,8 @@ fn check(file: &str, phase: Phase) {
         shares: data["shares"].as_array().cloned(),
         ..PayloadOptions::default()
     };
-    let policy =
-        NotificationPolicy::new(NotificationFormat::Versioned, &["messagingv2".to_owned()]);
-    let host = expected["publisher_id"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("nova-compute:");
+    let policy = NotificationPolicy::new(NotificationFormat::Versioned, &["messagingv2".to_owned()]);
+    let host = expected["publisher_id"].as_str().unwrap().trim_start_matches("nova-compute:");
     let image_id = data["snapshot_image_id"].as_str().unwrap();
     let sent = snapshot_notifications(&policy, &ctx, &instance, host, phase, image_id, &opts);
     assert_eq!(sent.len(), 1);
@@ -128,11 +117,7 @@ fn check(file: &str, phase: Phase) {
     assert_eq!(n.event_type, expected["event_type"]);
     assert_eq!(n.publisher_id, expected["publisher_id"]);
     assert_eq!(n.priority, expected["priority"]);
-    for key in [
-        "nova_object.name",
-        "nova_object.namespace",
-        "nova_object.version",
-    ] {
+    for key in ["nova_object.name", "nova_object.namespace", "nova_object.version"] {
         assert_eq!(n.payload[key], payload[key], "{file}: {key}");
     }
     let ours = n.payload["nova_object.data"].as_object().unwrap();

@@ -36,13 +36,7 @@ impl Default for ConfigArgs {
 impl ConfigArgs {
     /// Explicit files, read in order; no default search.
     pub fn files<P: Into<PathBuf>>(files: impl IntoIterator<Item = P>) -> Self {
-        Self {
-            locations: files
-                .into_iter()
-                .map(|f| ConfigLocation::File(f.into()))
-                .collect(),
-            ..Self::default()
-        }
+        Self { locations: files.into_iter().map(|f| ConfigLocation::File(f.into())).collect(), ..Self::default() }
     }
 
     /// Takes the config options out of `args` (without argv[0]); returns the
@@ -70,9 +64,7 @@ impl ConfigArgs {
             };
             let value = match inline {
                 Some(v) => v,
-                None => args
-                    .next()
-                    .ok_or_else(|| ConfigError::Usage(format!("{flag} needs a path")))?,
+                None => args.next().ok_or_else(|| ConfigError::Usage(format!("{flag} needs a path")))?,
             };
             if value.is_empty() {
                 return Err(ConfigError::Usage(format!("{flag} needs a path")));

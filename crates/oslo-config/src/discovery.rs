@@ -37,10 +37,7 @@ pub struct SearchRoots {
 impl SearchRoots {
     /// `$HOME` and `/etc`.
     pub fn from_env() -> Self {
-        Self {
-            home: std::env::var_os("HOME").map(PathBuf::from),
-            etc: PathBuf::from("/etc"),
-        }
+        Self { home: std::env::var_os("HOME").map(PathBuf::from), etc: PathBuf::from("/etc") }
     }
 
     /// oslo `_get_config_dirs(project)`, in search order.
@@ -60,11 +57,7 @@ impl SearchRoots {
         let dirs = self.dirs(project);
         [project, prog]
             .iter()
-            .filter_map(|base| {
-                dirs.iter()
-                    .map(|d| d.join(format!("{base}{ext}")))
-                    .find(|p| p.exists())
-            })
+            .filter_map(|base| dirs.iter().map(|d| d.join(format!("{base}{ext}"))).find(|p| p.exists()))
             .collect()
     }
 }
@@ -77,16 +70,10 @@ pub fn files_to_read(
     prog: &str,
 ) -> Result<Vec<PathBuf>, ConfigError> {
     let mut files = Vec::new();
-    if !locations
-        .iter()
-        .any(|l| matches!(l, ConfigLocation::File(_)))
-    {
+    if !locations.iter().any(|l| matches!(l, ConfigLocation::File(_))) {
         files.extend(roots.find(project, prog, ".conf"));
     }
-    if !locations
-        .iter()
-        .any(|l| matches!(l, ConfigLocation::Dir(_)))
-    {
+    if !locations.iter().any(|l| matches!(l, ConfigLocation::Dir(_))) {
         for dir in roots.find(project, prog, ".conf.d") {
             files.extend(conf_files_in(&dir)?);
         }
@@ -104,10 +91,7 @@ pub fn files_to_read(
 
 /// `sorted(glob(dir/*.conf))`.
 fn conf_files_in(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
-    let io = |source| ConfigError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let io = |source| ConfigError::Io { path: dir.to_path_buf(), source };
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();

@@ -84,10 +84,7 @@ pub enum ConfigError {
         message: String,
     },
     /// `$var` substitution failed: unknown option, cycle, or group reference.
-    #[error(
-        "{}[{group}] {option}: cannot substitute ${reference}: {reason}",
-        at(origin)
-    )]
+    #[error("{}[{group}] {option}: cannot substitute ${reference}: {reason}", at(origin))]
     Interpolation {
         /// Where the value holding the reference was read.
         origin: Option<Origin>,

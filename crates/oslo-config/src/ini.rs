@@ -89,17 +89,9 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<Assignment>, ConfigError> {
         } else {
             let (key, value) = split_key_value(line).map_err(|m| error(lineno, m, raw))?;
             if section.is_none() {
-                return Err(error(
-                    lineno,
-                    "section must be started before assignment",
-                    raw,
-                ));
+                return Err(error(lineno, "section must be started before assignment", raw));
             }
-            pending = Some(Pending {
-                key,
-                parts: vec![value],
-                line: lineno,
-            });
+            pending = Some(Pending { key, parts: vec![value], line: lineno });
         }
     }
     flush(&mut pending, &section, file, &mut out)?;
@@ -122,10 +114,7 @@ fn flush(
         group,
         key: p.key,
         value: p.parts.join("\n"),
-        origin: Origin {
-            file: file.to_path_buf(),
-            line: p.line,
-        },
+        origin: Origin { file: file.to_path_buf(), line: p.line },
     });
     Ok(())
 }
@@ -143,24 +132,18 @@ fn section_name(line: &str) -> Result<String, &'static str> {
 
 /// Splits at the first `=` or `:` and strips one level of matching quotes.
 fn split_key_value(line: &str) -> Result<(String, String), &'static str> {
-    let at = line
-        .find(['=', ':'])
-        .ok_or("no ':' or '=' found in assignment")?;
+    let at = line.find(['=', ':']).ok_or("no ':' or '=' found in assignment")?;
     let key = line[..at].trim();
     if key.is_empty() {
         return Err("key cannot be empty");
     }
-    Ok((
-        key.to_owned(),
-        strip_quotes(line[at + 1..].trim()).to_owned(),
-    ))
+    Ok((key.to_owned(), strip_quotes(line[at + 1..].trim()).to_owned()))
 }
 
 /// Removes one pair of matching quotes. Like oslo, a lone `"` counts as a
 /// matching pair around nothing.
 fn strip_quotes(value: &str) -> &str {
-    let quoted = (value.starts_with('"') && value.ends_with('"'))
-        || (value.starts_with('\'') && value.ends_with('\''));
+    let quoted = (value.starts_with('"') && value.ends_with('"')) || (value.starts_with('\'') && value.ends_with('\''));
     match (quoted, value.len()) {
         (false, _) => value,
         (true, 1) => "",
@@ -195,11 +178,7 @@ mod tests {
 
     #[test]
     fn continuation_joins_with_newline_and_blank_line_ends_it() {
-        let all = parse(
-            "[g]\na = one\n  two\n\tthree\n\n[h]\nb = x\n",
-            Path::new("t"),
-        )
-        .unwrap();
+        let all = parse("[g]\na = one\n  two\n\tthree\n\n[h]\nb = x\n", Path::new("t")).unwrap();
         assert_eq!(all[0].value, "one\ntwo\nthree");
         assert_eq!(all[0].origin.line, 2);
         assert_eq!(all[1].value, "x");
@@ -214,34 +193,18 @@ mod tests {
 
     #[test]
     fn group_names_lowercased_except_default() {
-        let all = parse(
-            "[Libvirt]\na=1\n[default]\nb=2\n[DEFAULT]\nc=3\n",
-            Path::new("t"),
-        )
-        .unwrap();
+        let all = parse("[Libvirt]\na=1\n[default]\nb=2\n[DEFAULT]\nc=3\n", Path::new("t")).unwrap();
         let groups: Vec<_> = all.iter().map(|a| a.group.as_str()).collect();
         assert_eq!(groups, ["libvirt", "default", "DEFAULT"]);
     }
 
     #[test]
     fn errors_name_file_and_line() {
-        let err = parse("[g]\nnovalue\n", Path::new("/x.conf"))
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            "/x.conf:2: no ':' or '=' found in assignment: \"novalue\""
-        );
-        let err = parse("a = b\n", Path::new("/x.conf"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("/x.conf:1: section must be started"),
-            "{err}"
-        );
-        let err = parse("  a\n", Path::new("/x.conf"))
-            .unwrap_err()
-            .to_string();
+        let err = parse("[g]\nnovalue\n", Path::new("/x.conf")).unwrap_err().to_string();
+        assert_eq!(err, "/x.conf:2: no ':' or '=' found in assignment: \"novalue\"");
+        let err = parse("a = b\n", Path::new("/x.conf")).unwrap_err().to_string();
+        assert!(err.starts_with("/x.conf:1: section must be started"), "{err}");
+        let err = parse("  a\n", Path::new("/x.conf")).unwrap_err().to_string();
         assert!(err.contains("unexpected continuation"), "{err}");
         assert!(parse("[g\n", Path::new("t")).is_err());
         assert!(parse("[]\n", Path::new("t")).is_err());

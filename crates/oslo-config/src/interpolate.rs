@@ -43,12 +43,7 @@ pub struct Resolver<'a> {
 impl<'a> Resolver<'a> {
     /// A resolver over the merged files.
     pub fn new(store: &'a Store, env: &'a Environment) -> Self {
-        Self {
-            store,
-            env,
-            done: HashMap::new(),
-            in_progress: Vec::new(),
-        }
+        Self { store, env, done: HashMap::new(), in_progress: Vec::new() }
     }
 
     /// The substituted raw values of an option (several only for MultiStrOpt).
@@ -76,19 +71,12 @@ impl<'a> Resolver<'a> {
     fn raw(&self, spec: &OptSpec) -> Vec<Located> {
         let group = normalize_group(spec.group);
         let mut names: Vec<(String, &str)> = vec![(group, spec.name)];
-        names.extend(
-            spec.deprecated
-                .iter()
-                .map(|(g, n)| (normalize_group(g), *n)),
-        );
+        names.extend(spec.deprecated.iter().map(|(g, n)| (normalize_group(g), *n)));
         let names: Vec<(&str, &str)> = names.iter().map(|(g, n)| (g.as_str(), *n)).collect();
         let multi = spec.kind == Kind::MultiStr;
         let found = self.store.lookup(&names, multi);
         if !found.is_empty() {
-            return found
-                .into_iter()
-                .map(|v| (v.value.clone(), Some(v.origin.clone())))
-                .collect();
+            return found.into_iter().map(|v| (v.value.clone(), Some(v.origin.clone()))).collect();
         }
         match spec.default {
             DefaultValue::Unset => Vec::new(),
@@ -146,8 +134,7 @@ impl<'a> Resolver<'a> {
         };
         let target = match reference.split_once('.') {
             Some((group, name)) => options::find(group, name),
-            None => options::find(from.group, reference)
-                .or_else(|| options::find(DEFAULT_GROUP, reference)),
+            None => options::find(from.group, reference).or_else(|| options::find(DEFAULT_GROUP, reference)),
         }
         .ok_or_else(|| fail("no such option"))?;
         if self.in_progress.contains(&(target.group, target.name)) {
@@ -177,9 +164,7 @@ fn identifier_len(s: &str) -> usize {
         Some((_, c)) if c == '_' || c.is_ascii_alphabetic() => {}
         _ => return 0,
     }
-    chars
-        .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '.'))
-        .map_or(s.len(), |(i, _)| i)
+    chars.find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '.')).map_or(s.len(), |(i, _)| i)
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -194,10 +179,7 @@ mod tests {
     fn reference_syntax() {
         assert_eq!(parse_reference("state_path/x"), Some(("state_path", "/x")));
         assert_eq!(parse_reference("{state_path}x"), Some(("state_path", "x")));
-        assert_eq!(
-            parse_reference("libvirt.virt_type-"),
-            Some(("libvirt.virt_type", "-"))
-        );
+        assert_eq!(parse_reference("libvirt.virt_type-"), Some(("libvirt.virt_type", "-")));
         assert_eq!(parse_reference("1abc"), None);
         assert_eq!(parse_reference("{unclosed"), None);
         assert_eq!(parse_reference("{a b}"), None);

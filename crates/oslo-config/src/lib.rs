@@ -71,19 +71,13 @@ impl Config {
     /// Finds and reads the files the command line names (or nova's default
     /// files), as oslo does for `nova-compute`.
     pub fn load(args: &ConfigArgs) -> Result<Self, ConfigError> {
-        let files =
-            discovery::files_to_read(&args.locations, &args.search, &args.project, &args.prog)?;
+        let files = discovery::files_to_read(&args.locations, &args.search, &args.project, &args.prog)?;
         Self::read(files, &args.prog)
     }
 
     /// Reads exactly these files, in order (later wins); no default search.
-    pub fn from_files<P: AsRef<Path>>(
-        files: impl IntoIterator<Item = P>,
-    ) -> Result<Self, ConfigError> {
-        let files = files
-            .into_iter()
-            .map(|f| f.as_ref().to_path_buf())
-            .collect::<Vec<_>>();
+    pub fn from_files<P: AsRef<Path>>(files: impl IntoIterator<Item = P>) -> Result<Self, ConfigError> {
+        let files = files.into_iter().map(|f| f.as_ref().to_path_buf()).collect::<Vec<_>>();
         if let Some(missing) = files.iter().find(|f| !f.is_file()) {
             return Err(ConfigError::FileNotFound(missing.clone()));
         }
@@ -93,16 +87,11 @@ impl Config {
     fn read(files: Vec<PathBuf>, program: &str) -> Result<Self, ConfigError> {
         let mut store = Store::default();
         for file in &files {
-            let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Io {
-                path: file.clone(),
-                source,
-            })?;
+            let text =
+                std::fs::read_to_string(file).map_err(|source| ConfigError::Io { path: file.clone(), source })?;
             store.add_file(ini::parse(&text, file)?);
         }
-        let env = Environment {
-            hostname: hostname(),
-            program: program.to_owned(),
-        };
+        let env = Environment { hostname: hostname(), program: program.to_owned() };
         let groups = OsloSource::resolve(&store, &env)?.into_groups()?;
         Ok(Self { groups, files })
     }
@@ -143,21 +132,10 @@ mod tests {
     /// mismatch fail here.
     #[test]
     fn registry_and_structs_agree() {
-        let env = Environment {
-            hostname: "h".into(),
-            program: "p".into(),
-        };
-        let groups = OsloSource::resolve(&Store::default(), &env)
-            .unwrap()
-            .into_groups()
-            .unwrap();
+        let env = Environment { hostname: "h".into(), program: "p".into() };
+        let groups = OsloSource::resolve(&Store::default(), &env).unwrap().into_groups().unwrap();
         let json: serde_json::Value = serde_json::to_value(&groups).unwrap();
-        let fields: usize = json
-            .as_object()
-            .unwrap()
-            .values()
-            .map(|g| g.as_object().unwrap().len())
-            .sum();
+        let fields: usize = json.as_object().unwrap().values().map(|g| g.as_object().unwrap().len()).sum();
         assert_eq!(fields, options::OPTIONS.len());
     }
 
@@ -167,21 +145,13 @@ mod tests {
         for spec in options::OPTIONS {
             if let options::Kind::Choice(choices) = spec.kind {
                 for choice in choices {
-                    let dir = std::env::temp_dir()
-                        .join(format!("oslo-choice-{}-{choice}", std::process::id()));
+                    let dir = std::env::temp_dir().join(format!("oslo-choice-{}-{choice}", std::process::id()));
                     std::fs::create_dir_all(&dir).unwrap();
                     let f = dir.join("n.conf");
-                    std::fs::write(&f, format!("[{}]\n{} = {choice}\n", spec.group, spec.name))
-                        .unwrap();
+                    std::fs::write(&f, format!("[{}]\n{} = {choice}\n", spec.group, spec.name)).unwrap();
                     let r = Config::from_files([&f]);
                     std::fs::remove_dir_all(&dir).unwrap();
-                    assert!(
-                        r.is_ok(),
-                        "{}.{} = {choice}: {:?}",
-                        spec.group,
-                        spec.name,
-                        r.err()
-                    );
+                    assert!(r.is_ok(), "{}.{} = {choice}: {:?}", spec.group, spec.name, r.err());
                 }
             }
         }

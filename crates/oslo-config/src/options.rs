@@ -75,15 +75,7 @@ const fn opt(
     default: DefaultValue,
     help: &'static str,
 ) -> OptSpec {
-    OptSpec {
-        group,
-        name,
-        kind,
-        default,
-        secret: false,
-        deprecated: &[],
-        help,
-    }
+    OptSpec { group, name, kind, default, secret: false, deprecated: &[], help }
 }
 
 impl OptSpec {

@@ -19,13 +19,7 @@ pub fn sample_config() -> String {
     for group in options::GROUPS {
         let _ = write!(out, "\n[{group}]\n");
         for spec in options::in_group(group) {
-            let _ = write!(
-                out,
-                "\n# {} ({}){}\n",
-                spec.help,
-                type_name(spec),
-                flags(spec)
-            );
+            let _ = write!(out, "\n# {} ({}){}\n", spec.help, type_name(spec), flags(spec));
             let _ = writeln!(out, "#{} = {}", spec.name, default_text(spec));
         }
     }
@@ -36,10 +30,7 @@ pub fn sample_config() -> String {
 pub fn reference_tables() -> String {
     let mut out = String::new();
     for group in options::GROUPS {
-        let _ = write!(
-            out,
-            "\n### [{group}]\n\n| option | type | default | description |\n|---|---|---|---|\n"
-        );
+        let _ = write!(out, "\n### [{group}]\n\n| option | type | default | description |\n|---|---|---|---|\n");
         for spec in options::in_group(group) {
             let _ = writeln!(
                 out,

@@ -129,13 +129,8 @@ mod tests {
 
     #[test]
     fn masks_every_host_password() {
-        let url = TransportUrl::new(
-            "rabbit://openstack:secret@192.0.2.10:5672,openstack:s3:cr@t@192.0.2.11:5672//",
-        );
-        assert_eq!(
-            url.masked(),
-            "rabbit://openstack:***@192.0.2.10:5672,openstack:***@192.0.2.11:5672//"
-        );
+        let url = TransportUrl::new("rabbit://openstack:secret@192.0.2.10:5672,openstack:s3:cr@t@192.0.2.11:5672//");
+        assert_eq!(url.masked(), "rabbit://openstack:***@192.0.2.10:5672,openstack:***@192.0.2.11:5672//");
         assert!(!format!("{url:?}").contains("secret"));
     }
 

@@ -32,13 +32,12 @@ impl OsloSource {
             for spec in options::in_group(group) {
                 let located = resolver.resolve(spec)?;
                 let raw: Vec<String> = located.iter().map(|(v, _)| v.clone()).collect();
-                let value =
-                    types::convert(spec, &raw).map_err(|message| ConfigError::InvalidValue {
-                        origin: located.last().and_then(|(_, o)| o.clone()),
-                        group: spec.group,
-                        option: spec.name,
-                        message,
-                    })?;
+                let value = types::convert(spec, &raw).map_err(|message| ConfigError::InvalidValue {
+                    origin: located.last().and_then(|(_, o)| o.clone()),
+                    group: spec.group,
+                    option: spec.name,
+                    message,
+                })?;
                 table.insert(spec.name.to_owned(), value);
             }
             groups.insert(config_key(group), Value::new(None, ValueKind::Table(table)));

@@ -37,22 +37,17 @@ impl Store {
         let file_index = self.files;
         self.files += 1;
         for a in assignments {
-            self.values
-                .entry((a.group, a.key))
-                .or_default()
-                .push(RawValue {
-                    value: a.value,
-                    origin: a.origin,
-                    file_index,
-                });
+            self.values.entry((a.group, a.key)).or_default().push(RawValue {
+                value: a.value,
+                origin: a.origin,
+                file_index,
+            });
         }
     }
 
     /// Every value of one (group, name), in read order.
     pub fn get(&self, group: &str, name: &str) -> &[RawValue] {
-        self.values
-            .get(&(group.to_owned(), name.to_owned()))
-            .map_or(&[], Vec::as_slice)
+        self.values.get(&(group.to_owned(), name.to_owned())).map_or(&[], Vec::as_slice)
     }
 
     /// Values of an option under its current name and its deprecated names:
@@ -69,11 +64,7 @@ impl Store {
             return found.into_iter().map(|(_, v)| v).collect();
         }
         let newest = found.iter().map(|(_, v)| v.file_index).max();
-        let best_rank = found
-            .iter()
-            .filter(|(_, v)| Some(v.file_index) == newest)
-            .map(|(rank, _)| *rank)
-            .min();
+        let best_rank = found.iter().filter(|(_, v)| Some(v.file_index) == newest).map(|(rank, _)| *rank).min();
         found
             .into_iter()
             .rev()

@@ -36,17 +36,12 @@ fn strings(items: impl Iterator<Item = String>) -> ValueKind {
 fn convert_one(kind: Kind, s: &str, secret: bool) -> Result<ValueKind, String> {
     let shown = if secret { MASK } else { s };
     match kind {
-        Kind::Bool => parse_bool(s)
-            .map(ValueKind::Boolean)
-            .ok_or_else(|| format!("invalid boolean {shown:?}")),
+        Kind::Bool => parse_bool(s).map(ValueKind::Boolean).ok_or_else(|| format!("invalid boolean {shown:?}")),
         Kind::Int { min, max } => parse_int(s, min, max, shown),
         Kind::Float { min, max } => parse_float(s, min, max, shown),
         Kind::Str | Kind::MultiStr => Ok(ValueKind::String(s.to_owned())),
         Kind::Choice(choices) if choices.contains(&s) => Ok(ValueKind::String(s.to_owned())),
-        Kind::Choice(choices) => Err(format!(
-            "invalid value {shown:?}, valid values are: {}",
-            choices.join(", ")
-        )),
+        Kind::Choice(choices) => Err(format!("invalid value {shown:?}, valid values are: {}", choices.join(", "))),
         Kind::List => Ok(strings(parse_list(s).into_iter())),
     }
 }
@@ -60,19 +55,12 @@ pub fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
-fn parse_int(
-    s: &str,
-    min: Option<i64>,
-    max: Option<i64>,
-    shown: &str,
-) -> Result<ValueKind, String> {
+fn parse_int(s: &str, min: Option<i64>, max: Option<i64>, shown: &str) -> Result<ValueKind, String> {
     let t = s.trim();
     if t.is_empty() {
         return Ok(ValueKind::Nil);
     }
-    let n: i64 = t
-        .parse()
-        .map_err(|_| format!("invalid integer {shown:?}"))?;
+    let n: i64 = t.parse().map_err(|_| format!("invalid integer {shown:?}"))?;
     if let Some(min) = min.filter(|m| n < *m) {
         return Err(format!("{n} is less than the minimum {min}"));
     }
@@ -82,12 +70,7 @@ fn parse_int(
     Ok(ValueKind::I64(n))
 }
 
-fn parse_float(
-    s: &str,
-    min: Option<f64>,
-    max: Option<f64>,
-    shown: &str,
-) -> Result<ValueKind, String> {
+fn parse_float(s: &str, min: Option<f64>, max: Option<f64>, shown: &str) -> Result<ValueKind, String> {
     let t = s.trim();
     if t.is_empty() {
         return Ok(ValueKind::Nil);
@@ -129,15 +112,10 @@ mod tests {
 
     #[test]
     fn int_bounds_and_empty() {
-        assert!(matches!(
-            parse_int(" 42 ", None, None, ""),
-            Ok(ValueKind::I64(42))
-        ));
+        assert!(matches!(parse_int(" 42 ", None, None, ""), Ok(ValueKind::I64(42))));
         assert!(matches!(parse_int("", None, None, ""), Ok(ValueKind::Nil)));
         assert!(parse_int("-1", Some(0), None, "").is_err());
-        assert!(parse_int("ten", None, None, "ten")
-            .unwrap_err()
-            .contains("\"ten\""));
+        assert!(parse_int("ten", None, None, "ten").unwrap_err().contains("\"ten\""));
     }
 
     #[test]

@@ -8,10 +8,7 @@ use common::{error, load};
 fn chain_from_defaults() {
     let cfg = load("[DEFAULT]\nstate_path = /srv/nova\n").unwrap();
     assert_eq!(cfg.default.instances_path, "/srv/nova/instances");
-    assert_eq!(
-        cfg.libvirt.snapshots_directory,
-        "/srv/nova/instances/snapshots"
-    );
+    assert_eq!(cfg.libvirt.snapshots_directory, "/srv/nova/instances/snapshots");
 }
 
 #[test]
@@ -22,32 +19,22 @@ fn chain_through_file_values() {
 
 #[test]
 fn group_qualified_reference() {
-    let cfg = load("[libvirt]\nvirt_type = qemu\n[upgrade_levels]\ncompute = $libvirt.virt_type-${DEFAULT.state_path}\n").unwrap();
-    assert_eq!(
-        cfg.upgrade_levels.compute.as_deref(),
-        Some("qemu-/var/lib/nova")
-    );
+    let cfg =
+        load("[libvirt]\nvirt_type = qemu\n[upgrade_levels]\ncompute = $libvirt.virt_type-${DEFAULT.state_path}\n")
+            .unwrap();
+    assert_eq!(cfg.upgrade_levels.compute.as_deref(), Some("qemu-/var/lib/nova"));
 }
 
 #[test]
 fn same_group_is_searched_before_default() {
-    let cfg = load(
-        "[glance]\nregion_name = RegionTwo\nendpoint_override = https://${region_name}.example\n",
-    )
-    .unwrap();
-    assert_eq!(
-        cfg.glance.endpoint_override.as_deref(),
-        Some("https://RegionTwo.example")
-    );
+    let cfg = load("[glance]\nregion_name = RegionTwo\nendpoint_override = https://${region_name}.example\n").unwrap();
+    assert_eq!(cfg.glance.endpoint_override.as_deref(), Some("https://RegionTwo.example"));
 }
 
 #[test]
 fn dollar_dollar_and_backslash_dollar_are_literal_dollars() {
     let cfg = load("[service_user]\npassword = pa$$word\\$x\n").unwrap();
-    assert_eq!(
-        cfg.service_user.password.as_ref().unwrap().expose(),
-        "pa$word$x"
-    );
+    assert_eq!(cfg.service_user.password.as_ref().unwrap().expose(), "pa$word$x");
 }
 
 #[test]
@@ -72,8 +59,7 @@ fn unknown_reference_is_a_clear_error() {
 
 #[test]
 fn unknown_group_reference_is_an_error() {
-    assert!(error("[libvirt]\nsnapshots_directory = $placement.x/s\n")
-        .contains("$placement.x: no such option"));
+    assert!(error("[libvirt]\nsnapshots_directory = $placement.x/s\n").contains("$placement.x: no such option"));
 }
 
 #[test]
@@ -90,8 +76,7 @@ fn references_in_unread_options_are_never_evaluated() {
 
 #[test]
 fn substituted_value_is_typed_after_substitution() {
-    let cfg =
-        load("[DEFAULT]\nreport_interval = $service_down_time\nservice_down_time = 42\n").unwrap();
+    let cfg = load("[DEFAULT]\nreport_interval = $service_down_time\nservice_down_time = 42\n").unwrap();
     assert_eq!(cfg.default.report_interval, 42);
 }
 

@@ -7,10 +7,7 @@ use oslo_config::groups::{ImagesType, NotificationFormat, NotifyOnStateChange, V
 use oslo_config::Config;
 
 fn kolla() -> Config {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/kolla-nova-compute.conf"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kolla-nova-compute.conf");
     Config::from_files([path]).expect("the Kolla nova.conf loads")
 }
 
@@ -49,15 +46,9 @@ fn libvirt_glance_service_user() {
     assert_eq!(cfg.libvirt.effective_uri(), "qemu+tcp://192.0.2.20/system");
     assert_eq!(cfg.libvirt.virt_type, VirtType::Kvm);
     assert_eq!(cfg.libvirt.images_type, ImagesType::Qcow2);
-    assert_eq!(
-        cfg.libvirt.snapshots_directory,
-        "/var/lib/nova/instances/snapshots"
-    );
+    assert_eq!(cfg.libvirt.snapshots_directory, "/var/lib/nova/instances/snapshots");
     assert_eq!(cfg.glance.api_servers, ["https://192.0.2.5:9292"]);
-    assert_eq!(
-        cfg.glance.cafile.as_deref(),
-        Some("/etc/pki/ca-trust/source/anchors/kolla-customca-root.crt")
-    );
+    assert_eq!(cfg.glance.cafile.as_deref(), Some("/etc/pki/ca-trust/source/anchors/kolla-customca-root.crt"));
     assert_eq!(cfg.glance.valid_interfaces, ["internal", "public"]);
     let su = &cfg.service_user;
     assert!(su.send_service_user_token);
@@ -73,18 +64,9 @@ fn libvirt_glance_service_user() {
 fn notifications() {
     let cfg = kolla();
     assert_eq!(cfg.oslo_messaging_notifications.driver, ["messagingv2"]);
-    assert_eq!(
-        cfg.oslo_messaging_notifications.topics,
-        ["notifications_designate"]
-    );
-    assert_eq!(
-        cfg.notifications.notification_format,
-        NotificationFormat::Both
-    );
-    assert_eq!(
-        cfg.notifications.notify_on_state_change,
-        Some(NotifyOnStateChange::VmAndTaskState)
-    );
+    assert_eq!(cfg.oslo_messaging_notifications.topics, ["notifications_designate"]);
+    assert_eq!(cfg.notifications.notification_format, NotificationFormat::Both);
+    assert_eq!(cfg.notifications.notify_on_state_change, Some(NotifyOnStateChange::VmAndTaskState));
 }
 
 #[test]

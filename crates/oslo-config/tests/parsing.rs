@@ -32,14 +32,8 @@ fn continued_list_value_splits_on_commas_only() {
 
 #[test]
 fn inline_hash_and_semicolon_are_part_of_the_value() {
-    let cfg = load(
-        "[DEFAULT]\nlog_dir = /var/log # not a comment ; really\n# comment = x\n; log_file = y\n",
-    )
-    .unwrap();
-    assert_eq!(
-        cfg.default.log_dir.as_deref(),
-        Some("/var/log # not a comment ; really")
-    );
+    let cfg = load("[DEFAULT]\nlog_dir = /var/log # not a comment ; really\n# comment = x\n; log_file = y\n").unwrap();
+    assert_eq!(cfg.default.log_dir.as_deref(), Some("/var/log # not a comment ; really"));
     assert_eq!(cfg.default.log_file, None);
 }
 
@@ -58,9 +52,7 @@ fn colon_separator_and_first_separator_wins() {
 
 #[test]
 fn repeated_sections_in_one_file_merge() {
-    let cfg =
-        load("[libvirt]\nvirt_type = qemu\n[DEFAULT]\ndebug = true\n[libvirt]\nrbd_user = nova\n")
-            .unwrap();
+    let cfg = load("[libvirt]\nvirt_type = qemu\n[DEFAULT]\ndebug = true\n[libvirt]\nrbd_user = nova\n").unwrap();
     assert_eq!(cfg.libvirt.virt_type, oslo_config::groups::VirtType::Qemu);
     assert_eq!(cfg.libvirt.rbd_user.as_deref(), Some("nova"));
 }
@@ -74,51 +66,30 @@ fn repeated_key_last_wins_for_normal_options() {
 #[test]
 fn multi_valued_option_keeps_all_values_in_one_file() {
     let cfg = load("[oslo_messaging_notifications]\ndriver = messagingv2\ndriver = log\n").unwrap();
-    assert_eq!(
-        cfg.oslo_messaging_notifications.driver,
-        ["messagingv2", "log"]
-    );
+    assert_eq!(cfg.oslo_messaging_notifications.driver, ["messagingv2", "log"]);
 }
 
 #[test]
 fn multi_valued_option_accumulates_across_files() {
     let f = Files::new();
-    let a = f.write(
-        "a.conf",
-        "[oslo_messaging_notifications]\ndriver = messagingv2\n",
-    );
-    let b = f.write(
-        "b.conf",
-        "[oslo_messaging_notifications]\ndriver = log\ndriver = noop\n",
-    );
+    let a = f.write("a.conf", "[oslo_messaging_notifications]\ndriver = messagingv2\n");
+    let b = f.write("b.conf", "[oslo_messaging_notifications]\ndriver = log\ndriver = noop\n");
     let cfg = Config::from_files([a, b]).unwrap();
-    assert_eq!(
-        cfg.oslo_messaging_notifications.driver,
-        ["messagingv2", "log", "noop"]
-    );
+    assert_eq!(cfg.oslo_messaging_notifications.driver, ["messagingv2", "log", "noop"]);
 }
 
 #[test]
 fn sections_repeat_across_files_later_file_wins() {
     let f = Files::new();
-    let a = f.write(
-        "a.conf",
-        "[DEFAULT]\nreport_interval = 5\nservice_down_time = 90\n",
-    );
+    let a = f.write("a.conf", "[DEFAULT]\nreport_interval = 5\nservice_down_time = 90\n");
     let b = f.write("b.conf", "[DEFAULT]\nreport_interval = 6\n");
     let cfg = Config::from_files([a, b]).unwrap();
-    assert_eq!(
-        (cfg.default.report_interval, cfg.default.service_down_time),
-        (6, 90)
-    );
+    assert_eq!((cfg.default.report_interval, cfg.default.service_down_time), (6, 90));
 }
 
 #[test]
 fn group_names_are_case_insensitive_except_default() {
-    let cfg = load(
-        "[LibVirt]\nvirt_type = qemu\n[default]\ndebug = true\n[Default]\nuse_stderr = true\n",
-    )
-    .unwrap();
+    let cfg = load("[LibVirt]\nvirt_type = qemu\n[default]\ndebug = true\n[Default]\nuse_stderr = true\n").unwrap();
     assert_eq!(cfg.libvirt.virt_type, oslo_config::groups::VirtType::Qemu);
     // oslo only matches `DEFAULT` exactly; `[default]` is a different group.
     assert!(!cfg.default.debug);
@@ -144,23 +115,18 @@ fn dashed_option_names_in_files_are_not_the_underscored_option() {
 #[test]
 fn deprecated_names_are_read_and_current_name_wins_in_same_file() {
     let cfg = load("[DEFAULT]\nnotification_format = versioned\n").unwrap();
-    assert_eq!(
-        cfg.notifications.notification_format,
-        oslo_config::groups::NotificationFormat::Versioned
-    );
-    let cfg = load(
-        "[notifications]\nnotification_format = both\n[DEFAULT]\nnotification_format = versioned\n",
-    )
-    .unwrap();
-    assert_eq!(
-        cfg.notifications.notification_format,
-        oslo_config::groups::NotificationFormat::Both
-    );
+    assert_eq!(cfg.notifications.notification_format, oslo_config::groups::NotificationFormat::Versioned);
+    let cfg =
+        load("[notifications]\nnotification_format = both\n[DEFAULT]\nnotification_format = versioned\n").unwrap();
+    assert_eq!(cfg.notifications.notification_format, oslo_config::groups::NotificationFormat::Both);
 }
 
 #[test]
 fn unknown_groups_and_options_are_ignored() {
-    let cfg = load("[neutron]\nauth_type = password\n[DEFAULT]\ncompute_driver = libvirt.LibvirtDriver\nfoo = $nonexistent\n").unwrap();
+    let cfg = load(
+        "[neutron]\nauth_type = password\n[DEFAULT]\ncompute_driver = libvirt.LibvirtDriver\nfoo = $nonexistent\n",
+    )
+    .unwrap();
     assert_eq!(cfg.default.report_interval, 10);
 }
 
@@ -175,8 +141,5 @@ fn syntax_error_names_file_and_line() {
 #[test]
 fn missing_file_is_an_error() {
     let e = Config::from_files(["/nonexistent/nova.conf"]).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "config file not found: /nonexistent/nova.conf"
-    );
+    assert_eq!(e.to_string(), "config file not found: /nonexistent/nova.conf");
 }

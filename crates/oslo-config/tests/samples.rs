@@ -5,9 +5,7 @@
 use std::path::PathBuf;
 
 fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
 }
 
 #[test]
@@ -17,11 +15,7 @@ fn sample_nova_conf_is_current() {
     if std::env::var_os("UPDATE_SAMPLES").is_some() {
         std::fs::write(&path, &want).unwrap();
     }
-    assert_eq!(
-        std::fs::read_to_string(&path).unwrap(),
-        want,
-        "run with UPDATE_SAMPLES=1"
-    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), want, "run with UPDATE_SAMPLES=1");
 }
 
 #[test]
@@ -42,9 +36,7 @@ fn uncommented_sample_parses_with_every_option_set() {
     let text: String = oslo_config::sample_config()
         .lines()
         .map(|l| match l.strip_prefix('#') {
-            Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') && !rest.contains('<') => {
-                rest.to_owned()
-            }
+            Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') && !rest.contains('<') => rest.to_owned(),
             _ => l.to_owned(),
         })
         .collect::<Vec<_>>()
@@ -67,5 +59,8 @@ fn reference_tables_are_in_the_docs() {
         std::fs::write(&path, format!("{}{tables}", &doc[..start])).unwrap();
         return;
     }
-    assert!(doc.ends_with(&tables), "docs/configuration.md is stale (UPDATE_SAMPLES=1 cargo test -p oslo-config --test samples)");
+    assert!(
+        doc.ends_with(&tables),
+        "docs/configuration.md is stale (UPDATE_SAMPLES=1 cargo test -p oslo-config --test samples)"
+    );
 }

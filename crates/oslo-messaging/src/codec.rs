@@ -155,7 +155,11 @@ pub fn encode_envelope(inner: &Map<String, Value>) -> Result<String, serde_json:
 /// The body and properties oslo would publish for `inner`. `expiration` is
 /// set only on calls (the call timeout); `compression` is `kombu_compression`
 /// (validated by `RabbitOptions::validate`; an unknown name sends uncompressed).
-pub fn encode(inner: &Map<String, Value>, expiration_ms: Option<u64>, compression: Option<&str>) -> Result<Outgoing, serde_json::Error> {
+pub fn encode(
+    inner: &Map<String, Value>,
+    expiration_ms: Option<u64>,
+    compression: Option<&str>,
+) -> Result<Outgoing, serde_json::Error> {
     let text = encode_envelope(inner)?;
     let mut headers = FieldTable::default();
     let body = match compression.and_then(Compression::from_name) {
@@ -444,7 +448,10 @@ mod tests {
             let out = encode(&inner, None, Some(name)).unwrap();
             assert_eq!(&out.body[..4], b"BZh9", "{name}: bzip2 stream, Python's default level");
             let headers = out.properties.headers().as_ref().unwrap();
-            assert_eq!(headers.inner().get(&ShortString::from("compression")), Some(&AMQPValue::LongString(BZIP2_COMPRESSION.into())));
+            assert_eq!(
+                headers.inner().get(&ShortString::from("compression")),
+                Some(&AMQPValue::LongString(BZIP2_COMPRESSION.into()))
+            );
             assert!(out.body.len() < 200, "compressed: {} bytes", out.body.len());
             assert_eq!(decode(&out.properties, &out.body).unwrap(), inner);
         }
@@ -458,7 +465,10 @@ mod tests {
         assert!(matches!(decode(&p, b"BZh9 not really"), Err(DecodeError::Decompress(_))));
         let mut lzma = FieldTable::default();
         lzma.insert(ShortString::from("compression"), AMQPValue::LongString("application/x-lzma".into()));
-        assert_eq!(decode(&props().with_headers(lzma), b"x"), Err(DecodeError::UnsupportedCompression("application/x-lzma".into())));
+        assert_eq!(
+            decode(&props().with_headers(lzma), b"x"),
+            Err(DecodeError::UnsupportedCompression("application/x-lzma".into()))
+        );
         // A bzip2 bomb: 32 MiB of spaces compress to a few hundred bytes.
         let bomb = bzip2_compress(&vec![b' '; MAX_BODY_BYTES + 1]);
         let mut h = FieldTable::default();
@@ -480,6 +490,9 @@ mod tests {
         );
         let huge = vec![b' '; MAX_BODY_BYTES + 1];
         assert!(matches!(decode(&props(), &huge), Err(DecodeError::TooLarge { .. })));
-        assert!(matches!(Request::from_message(json!({"method": 1}).as_object().cloned().unwrap()), Err(DecodeError::BadField { field: "method", .. })));
+        assert!(matches!(
+            Request::from_message(json!({"method": 1}).as_object().cloned().unwrap()),
+            Err(DecodeError::BadField { field: "method", .. })
+        ));
     }
 }

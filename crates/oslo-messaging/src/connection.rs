@@ -134,13 +134,19 @@ impl Connector {
             props,
         );
         match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-            Ok(result) => result.map_err(|e| Error::connection(format!("connect to {}:{}", host.hostname, host.port), e)),
-            Err(_) => Err(Error::Config(format!("connecting to {}:{} timed out after {CONNECT_TIMEOUT:?}", host.hostname, host.port))),
+            Ok(result) => {
+                result.map_err(|e| Error::connection(format!("connect to {}:{}", host.hostname, host.port), e))
+            }
+            Err(_) => Err(Error::Config(format!(
+                "connecting to {}:{} timed out after {CONNECT_TIMEOUT:?}",
+                host.hostname, host.port
+            ))),
         }
     }
 
     fn uri(&self, host: &TransportHost) -> AMQPUri {
-        let mechanism = if self.options.rabbit_login_method == "PLAIN" { SASLMechanism::Plain } else { SASLMechanism::AMQPlain };
+        let mechanism =
+            if self.options.rabbit_login_method == "PLAIN" { SASLMechanism::Plain } else { SASLMechanism::AMQPlain };
         AMQPUri {
             scheme: if self.tls.is_some() { AMQPScheme::AMQPS } else { AMQPScheme::AMQP },
             authority: AMQPAuthority {
@@ -180,7 +186,10 @@ fn tls_config(o: &RabbitOptions) -> Result<OwnedTLSConfig, Error> {
         Some(String::from_utf8_lossy(&read("ssl_ca_file", &o.ssl_ca_file)?).into_owned())
     };
     let identity = match (o.ssl_cert_file.is_empty(), o.ssl_key_file.is_empty()) {
-        (false, false) => Some(OwnedIdentity::PKCS8 { pem: read("ssl_cert_file", &o.ssl_cert_file)?, key: read("ssl_key_file", &o.ssl_key_file)? }),
+        (false, false) => Some(OwnedIdentity::PKCS8 {
+            pem: read("ssl_cert_file", &o.ssl_cert_file)?,
+            key: read("ssl_key_file", &o.ssl_key_file)?,
+        }),
         (true, true) => None,
         _ => return Err(Error::Config("ssl_cert_file and ssl_key_file must be set together".into())),
     };

@@ -85,7 +85,11 @@ impl Context {
 
     /// `roles` as strings.
     pub fn roles(&self) -> Vec<&str> {
-        self.0.get("roles").and_then(Value::as_array).map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+        self.0
+            .get("roles")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default()
     }
 
     /// A copy safe for the notification bus (oslo's notifier sanitizes the

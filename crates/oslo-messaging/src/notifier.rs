@@ -84,7 +84,13 @@ impl Notifier {
 
     /// Sends a notification to every topic; the first failure is returned
     /// after all topics were tried.
-    pub async fn notify<P: Serialize>(&self, ctx: &Context, event_type: &str, priority: Priority, payload: P) -> Result<(), Error> {
+    pub async fn notify<P: Serialize>(
+        &self,
+        ctx: &Context,
+        event_type: &str,
+        priority: Priority,
+        payload: P,
+    ) -> Result<(), Error> {
         let payload = serde_json::to_value(payload).map_err(Error::Encode)?;
         let msg = self.message(ctx, event_type, priority, payload);
         let compression = self.transport.options().kombu_compression.as_deref().filter(|c| !c.is_empty());
@@ -92,9 +98,14 @@ impl Notifier {
         let mut first_error = None;
         for topic in &self.topics {
             let routing_key = format!("{topic}.{}", priority.as_str().to_ascii_lowercase());
-            let queue = topology::notification_queue(self.transport.options(), self.transport.control_exchange(), &routing_key);
+            let queue =
+                topology::notification_queue(self.transport.options(), self.transport.control_exchange(), &routing_key);
             debug!(event_type, routing_key, "NOTIFY");
-            let sent = self.transport.inner.publish(&Destination::Notification { queue }, &out, Instant::now() + SEND_DEADLINE).await;
+            let sent = self
+                .transport
+                .inner
+                .publish(&Destination::Notification { queue }, &out, Instant::now() + SEND_DEADLINE)
+                .await;
             if let Err(e) = sent {
                 tracing::error!(event_type, routing_key, error = %e, "could not send notification");
                 first_error.get_or_insert(e);

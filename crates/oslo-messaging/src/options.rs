@@ -123,7 +123,8 @@ impl RabbitOptions {
     pub fn validate(&self) -> Result<(), Error> {
         if self.rabbit_quorum_queue && self.rabbit_ha_queues {
             return Err(Error::Config(
-                "rabbit_quorum_queue and rabbit_ha_queues both enabled, queue type is quorum or HA (mirrored) not both".into(),
+                "rabbit_quorum_queue and rabbit_ha_queues both enabled, queue type is quorum or HA (mirrored) not both"
+                    .into(),
             ));
         }
         if self.rabbit_stream_fanout && self.rabbit_qos_prefetch_count == 0 {
@@ -147,9 +148,7 @@ impl RabbitOptions {
         }
         match self.rabbit_login_method.as_str() {
             "AMQPLAIN" | "PLAIN" => Ok(()),
-            other => Err(Error::Config(format!(
-                "rabbit_login_method {other:?} is not supported (AMQPLAIN or PLAIN)"
-            ))),
+            other => Err(Error::Config(format!("rabbit_login_method {other:?} is not supported (AMQPLAIN or PLAIN)"))),
         }
     }
 
@@ -206,17 +205,11 @@ mod tests {
     fn oslo_refuses_these_combinations() {
         let quorum_and_ha = RabbitOptions { rabbit_quorum_queue: true, rabbit_ha_queues: true, ..Default::default() };
         assert!(quorum_and_ha.validate().is_err());
-        let stream_no_prefetch = RabbitOptions {
-            rabbit_stream_fanout: true,
-            rabbit_transient_quorum_queue: true,
-            ..Default::default()
-        };
+        let stream_no_prefetch =
+            RabbitOptions { rabbit_stream_fanout: true, rabbit_transient_quorum_queue: true, ..Default::default() };
         assert!(stream_no_prefetch.validate().is_err());
-        let stream_no_transient = RabbitOptions {
-            rabbit_stream_fanout: true,
-            rabbit_qos_prefetch_count: 10,
-            ..Default::default()
-        };
+        let stream_no_transient =
+            RabbitOptions { rabbit_stream_fanout: true, rabbit_qos_prefetch_count: 10, ..Default::default() };
         assert!(stream_no_transient.validate().is_err());
         assert!(RabbitOptions::default().validate().is_ok());
     }

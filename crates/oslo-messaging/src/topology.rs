@@ -131,7 +131,12 @@ pub(crate) fn queue_arguments(o: &RabbitOptions, ttl_secs: u64, quorum: bool, st
 
 /// The control (topic) exchange.
 pub(crate) fn topic_exchange(o: &RabbitOptions, name: &str) -> ExchangeSpec {
-    ExchangeSpec { name: name.to_owned(), kind: ExchangeType::Topic, durable: o.durable(), auto_delete: o.amqp_auto_delete }
+    ExchangeSpec {
+        name: name.to_owned(),
+        kind: ExchangeType::Topic,
+        durable: o.durable(),
+        auto_delete: o.amqp_auto_delete,
+    }
 }
 
 /// The `<topic>_fanout` exchange.
@@ -165,7 +170,12 @@ pub(crate) fn fanout_queue(o: &RabbitOptions, topic: &str, unique: &str) -> Queu
         name,
         durable: o.rabbit_transient_quorum_queue || o.rabbit_stream_fanout,
         auto_delete: false,
-        arguments: queue_arguments(o, o.rabbit_transient_queues_ttl, o.rabbit_transient_quorum_queue, o.rabbit_stream_fanout),
+        arguments: queue_arguments(
+            o,
+            o.rabbit_transient_queues_ttl,
+            o.rabbit_transient_quorum_queue,
+            o.rabbit_stream_fanout,
+        ),
         binding: Some((fanout_exchange(o, topic), topic.to_owned())),
         cancel_on_failover: o.enable_cancel_on_failover,
         stream: o.rabbit_stream_fanout,
@@ -319,7 +329,13 @@ async fn declare_queue_once(channel: &Channel, q: &QueueSpec) -> Result<(), lapi
     channel.queue_declare(q.name.as_str().into(), opts, field_table(&q.arguments)).await?;
     if let Some((ex, key)) = &q.binding {
         channel
-            .queue_bind(q.name.as_str().into(), ex.name.as_str().into(), key.as_str().into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                q.name.as_str().into(),
+                ex.name.as_str().into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
     }
     Ok(())
@@ -365,11 +381,19 @@ mod tests {
 
     #[test]
     fn stream_fanout_is_one_shared_queue() {
-        let o = RabbitOptions { rabbit_stream_fanout: true, rabbit_transient_quorum_queue: true, rabbit_qos_prefetch_count: 10, ..Default::default() };
+        let o = RabbitOptions {
+            rabbit_stream_fanout: true,
+            rabbit_transient_quorum_queue: true,
+            rabbit_qos_prefetch_count: 10,
+            ..Default::default()
+        };
         let f = fanout_queue(&o, "compute", "ignored");
         assert_eq!(f.name, "compute_fanout");
         assert!(f.durable && f.stream);
-        assert_eq!(f.arguments, vec![("x-queue-type", ArgValue::Str("stream".into())), ("x-max-age", ArgValue::Str("1800s".into()))]);
+        assert_eq!(
+            f.arguments,
+            vec![("x-queue-type", ArgValue::Str("stream".into())), ("x-max-age", ArgValue::Str("1800s".into()))]
+        );
         let args = f.consumer_arguments(&ArgValue::Str("last".into()));
         assert!(args.inner().contains_key(&ShortString::from("x-stream-offset")));
     }
@@ -379,12 +403,19 @@ mod tests {
         let o = RabbitOptions { rabbit_ha_queues: true, enable_cancel_on_failover: true, ..Default::default() };
         let q = topic_queue(&o, "nova", "compute", "compute");
         assert_eq!(q.arguments, vec![("x-ha-policy", ArgValue::Str("all".into()))]);
-        assert!(q.consumer_arguments(&ArgValue::Str("last".into())).inner().contains_key(&ShortString::from("x-cancel-on-ha-failover")));
+        assert!(q
+            .consumer_arguments(&ArgValue::Str("last".into()))
+            .inner()
+            .contains_key(&ShortString::from("x-cancel-on-ha-failover")));
     }
 
     #[test]
     fn queue_manager_names_count_up() {
-        let o = RabbitOptions { hostname: format!("qm-test-{}", uuid::Uuid::new_v4().simple()), processname: "unit".into(), ..Default::default() };
+        let o = RabbitOptions {
+            hostname: format!("qm-test-{}", uuid::Uuid::new_v4().simple()),
+            processname: "unit".into(),
+            ..Default::default()
+        };
         let a = queue_manager_name(&o);
         let b = queue_manager_name(&o);
         assert!(a.ends_with(":unit:1"), "{a}");

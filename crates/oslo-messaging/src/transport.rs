@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::AMQPValue;
 use lapin::{Channel, Confirmation, Connection, Consumer, Event};
 use tokio::sync::{mpsc, watch};
@@ -41,7 +44,10 @@ pub struct Transport {
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transport").field("control_exchange", &self.inner.control_exchange).field("broker", &self.broker()).finish()
+        f.debug_struct("Transport")
+            .field("control_exchange", &self.inner.control_exchange)
+            .field("broker", &self.broker())
+            .finish()
     }
 }
 
@@ -82,7 +88,11 @@ impl Transport {
     /// starts the reconnect supervisor, which from then on reconnects forever
     /// with oslo's backoff. `control_exchange` is `[DEFAULT] control_exchange`
     /// (`nova` for nova).
-    pub async fn connect(url: &TransportUrl, options: RabbitOptions, control_exchange: impl Into<String>) -> Result<Self, Error> {
+    pub async fn connect(
+        url: &TransportUrl,
+        options: RabbitOptions,
+        control_exchange: impl Into<String>,
+    ) -> Result<Self, Error> {
         let connector = Connector::new(url, &options)?;
         let (session_tx, _) = watch::channel(None);
         let (shutdown, _) = watch::channel(false);
@@ -142,10 +152,10 @@ impl Transport {
     pub async fn delete_queue(&self, name: &str) -> Result<u32, Error> {
         let session = self.inner.wait_session(Instant::now() + Duration::from_secs(10)).await?;
         let ch = session.connection.create_channel().await.map_err(|e| Error::connection("open channel", e))?;
-        let n = ch
-            .queue_delete(name.into(), QueueDeleteOptions::default())
-            .await
-            .map_err(|e| Error::Declare { what: format!("delete queue {name}"), reason: topology::broker_reason(&e) })?;
+        let n = ch.queue_delete(name.into(), QueueDeleteOptions::default()).await.map_err(|e| Error::Declare {
+            what: format!("delete queue {name}"),
+            reason: topology::broker_reason(&e),
+        })?;
         let _ = ch.close(200, "OK".into()).await;
         Ok(n)
     }
@@ -154,9 +164,10 @@ impl Transport {
     pub async fn delete_exchange(&self, name: &str) -> Result<(), Error> {
         let session = self.inner.wait_session(Instant::now() + Duration::from_secs(10)).await?;
         let ch = session.connection.create_channel().await.map_err(|e| Error::connection("open channel", e))?;
-        ch.exchange_delete(name.into(), Default::default())
-            .await
-            .map_err(|e| Error::Declare { what: format!("delete exchange {name}"), reason: topology::broker_reason(&e) })?;
+        ch.exchange_delete(name.into(), Default::default()).await.map_err(|e| Error::Declare {
+            what: format!("delete exchange {name}"),
+            reason: topology::broker_reason(&e),
+        })?;
         let _ = ch.close(200, "OK".into()).await;
         Ok(())
     }
@@ -294,8 +305,16 @@ impl Inner {
                     tokio::time::sleep(REPLY_RETRY_EVERY).await;
                 }
                 Err(e @ Error::Undeliverable { .. }) => {
-                    error!(reply_queue = reply_q, msg_id, seconds = budget.as_secs(), "reply failed to send due to a missing queue; abandoning");
-                    self.obsolete_reply_queues.lock().unwrap_or_else(|p| p.into_inner()).insert(reply_q.to_owned(), Instant::now());
+                    error!(
+                        reply_queue = reply_q,
+                        msg_id,
+                        seconds = budget.as_secs(),
+                        "reply failed to send due to a missing queue; abandoning"
+                    );
+                    self.obsolete_reply_queues
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(reply_q.to_owned(), Instant::now());
                     return Err(e);
                 }
                 other => return other,
@@ -491,7 +510,11 @@ impl Session {
             .basic_publish(exchange.into(), routing_key.into(), opts, &out.body, out.properties.clone())
             .await
             .map_err(|e| publish_error(exchange, routing_key, e))?;
-        let undeliverable = |reason: String| Error::Undeliverable { exchange: exchange.to_owned(), routing_key: routing_key.to_owned(), reason };
+        let undeliverable = |reason: String| Error::Undeliverable {
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+            reason,
+        };
         match confirm.await.map_err(|e| publish_error(exchange, routing_key, e))? {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
             Confirmation::Ack(Some(ret)) => Err(undeliverable(format!("{} {}", ret.reply_code, ret.reply_text))),
@@ -502,7 +525,11 @@ impl Session {
 
 fn publish_error(exchange: &str, routing_key: &str, e: lapin::Error) -> Error {
     if topology::is_broker_refusal(&e) {
-        Error::Undeliverable { exchange: exchange.to_owned(), routing_key: routing_key.to_owned(), reason: topology::broker_reason(&e) }
+        Error::Undeliverable {
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+            reason: topology::broker_reason(&e),
+        }
     } else {
         Error::connection(format!("publish to {exchange:?}/{routing_key:?}"), e)
     }
@@ -561,7 +588,10 @@ impl Subscription {
             topology::declare_queue(conn, &mut channel, q).await?;
         }
         if self.prefetch > 0 {
-            channel.basic_qos(self.prefetch, BasicQosOptions::default()).await.map_err(|e| Error::connection("basic.qos", e))?;
+            channel
+                .basic_qos(self.prefetch, BasicQosOptions::default())
+                .await
+                .map_err(|e| Error::connection("basic.qos", e))?;
         }
         st.epoch += 1;
         st.tags.clear();
@@ -585,7 +615,12 @@ impl Subscription {
             info!(queue = %q.name, offset = ?offset, "stream queue consume");
         }
         channel
-            .basic_consume(q.name.as_str().into(), tag.into(), BasicConsumeOptions::default(), q.consumer_arguments(&offset))
+            .basic_consume(
+                q.name.as_str().into(),
+                tag.into(),
+                BasicConsumeOptions::default(),
+                q.consumer_arguments(&offset),
+            )
             .await
             .map_err(|e| {
                 if topology::is_broker_refusal(&e) {
@@ -641,7 +676,14 @@ impl Subscription {
 /// Forwards deliveries of one consumer; when the consumer ends while the
 /// subscription is still wanted (channel closed, consumer cancelled by the
 /// broker, queue deleted) re-subscribes after `kombu_reconnect_delay`.
-async fn pump(weak: Weak<Inner>, sub: Arc<Subscription>, mut consumer: Consumer, epoch: u64, queue: String, stream: bool) {
+async fn pump(
+    weak: Weak<Inner>,
+    sub: Arc<Subscription>,
+    mut consumer: Consumer,
+    epoch: u64,
+    queue: String,
+    stream: bool,
+) {
     // lapin ends the stream (None) when the consumer is cancelled, by the
     // broker or because its channel closed; errors come as items.
     let ended = loop {
@@ -683,7 +725,11 @@ async fn pump(weak: Weak<Inner>, sub: Arc<Subscription>, mut consumer: Consumer,
 
 // Boxed with an explicit `Send` bound: pump → resubscribe → start_on → pump
 // is a cycle the compiler cannot prove `Send` through otherwise.
-fn resubscribe(weak: Weak<Inner>, sub: Arc<Subscription>, queue: String) -> futures_util::future::BoxFuture<'static, ()> {
+fn resubscribe(
+    weak: Weak<Inner>,
+    sub: Arc<Subscription>,
+    queue: String,
+) -> futures_util::future::BoxFuture<'static, ()> {
     Box::pin(resubscribe_loop(weak, sub, queue))
 }
 

@@ -84,12 +84,7 @@ impl std::str::FromStr for TransportUrl {
 }
 
 fn default_host() -> TransportHost {
-    TransportHost {
-        hostname: "localhost".into(),
-        port: 5672,
-        username: "guest".into(),
-        password: "guest".into(),
-    }
+    TransportHost { hostname: "localhost".into(), port: 5672, username: "guest".into(), password: "guest".into() }
 }
 
 fn parse_host(host: &str) -> Result<TransportHost, String> {
@@ -134,7 +129,12 @@ fn parse_query(q: &str) -> BTreeMap<String, String> {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let v = percent_decode(&v.replace('+', " "));
         // parse_qs + ','.join: repeated keys are joined with commas.
-        out.entry(percent_decode(k)).and_modify(|e| { e.push(','); e.push_str(&v) }).or_insert(v);
+        out.entry(percent_decode(k))
+            .and_modify(|e| {
+                e.push(',');
+                e.push_str(&v)
+            })
+            .or_insert(v);
     }
     out
 }
@@ -184,7 +184,8 @@ mod tests {
 
     #[test]
     fn several_hosts_credentials_and_vhost() {
-        let u = TransportUrl::parse("rabbit://nova:p%40ss@rmq1:5671,nova:x@[fd00::2]:5673,rmq3/nova%2Fprod?ssl=1").unwrap();
+        let u =
+            TransportUrl::parse("rabbit://nova:p%40ss@rmq1:5671,nova:x@[fd00::2]:5673,rmq3/nova%2Fprod?ssl=1").unwrap();
         assert_eq!(u.hosts.len(), 3);
         assert_eq!(u.hosts[0].password, "p@ss");
         assert_eq!(u.hosts[0].port, 5671);

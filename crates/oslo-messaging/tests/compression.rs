@@ -17,22 +17,40 @@ use oslo_messaging::{Context, Dispatcher, Endpoint, RabbitOptions, RpcClient, Rp
 use serde_json::json;
 
 fn echo_dispatcher() -> Dispatcher {
-    Dispatcher::new().endpoint(Endpoint::new(None, "1.3").raw_method("echo", |_ctx, args| async move { Ok(json!({"args": args})) }))
+    Dispatcher::new()
+        .endpoint(Endpoint::new(None, "1.3").raw_method("echo", |_ctx, args| async move { Ok(json!({"args": args})) }))
 }
 
 /// An exclusive queue receiving a copy of everything routed to `keys`.
 async fn spy(conn: &Connection, exchange: &str, keys: &[String]) -> Consumer {
     let ch = conn.create_channel().await.unwrap();
-    let q = ch.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+    let q = ch
+        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
+        .await
+        .unwrap();
     for key in keys {
-        ch.queue_bind(q.name().clone(), exchange.into(), key.as_str().into(), QueueBindOptions::default(), FieldTable::default()).await.unwrap();
+        ch.queue_bind(
+            q.name().clone(),
+            exchange.into(),
+            key.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     }
-    ch.basic_consume(q.name().clone(), "spy".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap()
+    ch.basic_consume(q.name().clone(), "spy".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .unwrap()
 }
 
 /// The next spied message: its `compression` header and first body bytes.
 async fn next_spied(consumer: &mut Consumer) -> (Option<String>, Vec<u8>) {
-    let d = tokio::time::timeout(Duration::from_secs(30), consumer.next()).await.expect("spy saw the message").unwrap().unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+        .await
+        .expect("spy saw the message")
+        .unwrap()
+        .unwrap();
     d.ack(BasicAckOptions::default()).await.unwrap();
     let header = d.properties.headers().as_ref().and_then(|h| match h.inner().get(&ShortString::from("compression")) {
         Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
@@ -52,14 +70,20 @@ async fn interoperates(codec: &str, content_type: &str, magic: &[u8]) {
     tokio::task::block_in_place(|| peer.wait_ready());
 
     let transport = transport(&exchange, options.clone()).await;
-    let server = RpcServer::start(&transport, vec![Target::topic(&topic).with_server("rust")], echo_dispatcher()).await.unwrap();
-    let raw = Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f", ConnectionProperties::default()).await.unwrap();
+    let server =
+        RpcServer::start(&transport, vec![Target::topic(&topic).with_server("rust")], echo_dispatcher()).await.unwrap();
+    let raw =
+        Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f", ConnectionProperties::default()).await.unwrap();
     let mut wire = spy(&raw, &exchange, &[format!("{topic}.py"), format!("{topic}.rust")]).await;
 
     // Rust → Python: Python decompresses our request, we decompress its reply.
-    let client = RpcClient::new(&transport, Target::topic(&topic).with_server("py").with_version("1.3")).with_timeout(Duration::from_secs(20));
+    let client = RpcClient::new(&transport, Target::topic(&topic).with_server("py").with_version("1.3"))
+        .with_timeout(Duration::from_secs(20));
     let big = "snapshot ".repeat(2000);
-    let r = client.call(&Context::new(), "echo", json!({"pad": big})).await.unwrap_or_else(|e| panic!("[{codec}] Rust → Python: {e}"));
+    let r = client
+        .call(&Context::new(), "echo", json!({"pad": big}))
+        .await
+        .unwrap_or_else(|e| panic!("[{codec}] Rust → Python: {e}"));
     assert_eq!(r["args"]["pad"], json!(big), "[{codec}]");
     let (header, head) = next_spied(&mut wire).await;
     assert_eq!(header.as_deref(), Some(content_type), "[{codec}] Rust's request header");
@@ -104,11 +128,15 @@ async fn bz2_name_writes_kombus_bzip2() {
     let _lock = broker_shared();
     let exchange = unique("test");
     let topic = unique("zip");
-    let transport = transport(&exchange, RabbitOptions { kombu_compression: Some("bz2".into()), ..Default::default() }).await;
-    let server = RpcServer::start(&transport, vec![Target::topic(&topic).with_server("rust")], echo_dispatcher()).await.unwrap();
-    let raw = Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f", ConnectionProperties::default()).await.unwrap();
+    let transport =
+        transport(&exchange, RabbitOptions { kombu_compression: Some("bz2".into()), ..Default::default() }).await;
+    let server =
+        RpcServer::start(&transport, vec![Target::topic(&topic).with_server("rust")], echo_dispatcher()).await.unwrap();
+    let raw =
+        Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f", ConnectionProperties::default()).await.unwrap();
     let mut wire = spy(&raw, &exchange, &[format!("{topic}.rust")]).await;
-    let client = RpcClient::new(&transport, Target::topic(&topic).with_server("rust")).with_timeout(Duration::from_secs(20));
+    let client =
+        RpcClient::new(&transport, Target::topic(&topic).with_server("rust")).with_timeout(Duration::from_secs(20));
     assert_eq!(client.call(&Context::new(), "echo", json!({"a": 1})).await.unwrap(), json!({"args": {"a": 1}}));
     let (header, head) = next_spied(&mut wire).await;
     assert_eq!(header.as_deref(), Some("application/x-bz2"));

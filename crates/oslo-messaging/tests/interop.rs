@@ -8,7 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use oslo_messaging::{Context, Dispatcher, Endpoint, Error, Notifier, RabbitOptions, RemoteError, RpcClient, RpcServer, Target};
+use oslo_messaging::{
+    Context, Dispatcher, Endpoint, Error, Notifier, RabbitOptions, RemoteError, RpcClient, RpcServer, Target,
+};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -41,7 +43,12 @@ fn dispatcher() -> Dispatcher {
                 kwargs.insert("widget".into(), json!(a.widget));
                 kwargs.insert("code".into(), json!(404));
                 Err::<Value, _>(
-                    RemoteError::new("peer_exceptions", "WidgetNotFound", format!("Widget {} could not be found.", a.widget)).with_kwargs(kwargs),
+                    RemoteError::new(
+                        "peer_exceptions",
+                        "WidgetNotFound",
+                        format!("Widget {} could not be found.", a.widget),
+                    )
+                    .with_kwargs(kwargs),
                 )
             })
             .method("sleep", |_ctx, a: SleepArgs| async move {
@@ -87,7 +94,10 @@ async fn python_client_calls_and_casts_into_rust_server() {
         {"op": "call", "method": "echo", "args": {"n": 2}, "version": "1.0"}
     ]);
     let (t, e) = (topic.clone(), exchange.clone());
-    let (r, reply_q) = tokio::task::spawn_blocking(move || python_client(&e, &t, "host1", &RabbitOptions::default(), script)).await.unwrap();
+    let (r, reply_q) =
+        tokio::task::spawn_blocking(move || python_client(&e, &t, "host1", &RabbitOptions::default(), script))
+            .await
+            .unwrap();
 
     assert_eq!(r[0]["ok"], json!({"args": {"x": 1, "s": "é"}, "request_id": "req-py-1"}), "{r:?}");
     assert_eq!(r[2]["ok"], json!(["c1"]), "the cast was served before the next call: {r:?}");
@@ -102,12 +112,22 @@ async fn python_client_calls_and_casts_into_rust_server() {
     assert_eq!(fail["module"], "peer_exceptions_Remote");
     assert_eq!(fail["kwargs"], json!({"widget": "w1", "code": 404}));
     assert_eq!(r[8]["ok"], json!(5.0), "heartbeats kept a 2 s call monitor alive for 5 s: {r:?}");
-    eprintln!("python→rust echo call round trip: {:.1} ms (first call, includes reply-queue setup: {:.1} ms)", r[9]["seconds"].as_f64().unwrap() * 1e3, r[0]["seconds"].as_f64().unwrap() * 1e3);
+    eprintln!(
+        "python→rust echo call round trip: {:.1} ms (first call, includes reply-queue setup: {:.1} ms)",
+        r[9]["seconds"].as_f64().unwrap() * 1e3,
+        r[0]["seconds"].as_f64().unwrap() * 1e3
+    );
 
     // The alternative target (nova's compute-alt) is served by the same server.
     let (t, e) = (alt.clone(), exchange.clone());
     let (r2, reply_q2) = tokio::task::spawn_blocking(move || {
-        python_client(&e, &t, "host1", &RabbitOptions::default(), json!([{"op": "call", "method": "echo", "args": {"alt": true}, "version": "1.3"}]))
+        python_client(
+            &e,
+            &t,
+            "host1",
+            &RabbitOptions::default(),
+            json!([{"op": "call", "method": "echo", "args": {"alt": true}, "version": "1.3"}]),
+        )
     })
     .await
     .unwrap();
@@ -115,7 +135,12 @@ async fn python_client_calls_and_casts_into_rust_server() {
 
     server.shutdown().await;
     let queues = vec![topic.clone(), format!("{topic}.host1"), alt.clone(), format!("{alt}.host1")];
-    cleanup(&transport, &[queues, reply_q.into_iter().chain(reply_q2).collect()].concat(), &[exchange, format!("{topic}_fanout"), format!("{alt}_fanout")]).await;
+    cleanup(
+        &transport,
+        &[queues, reply_q.into_iter().chain(reply_q2).collect()].concat(),
+        &[exchange, format!("{topic}_fanout"), format!("{alt}_fanout")],
+    )
+    .await;
     transport.close().await;
 }
 
@@ -130,7 +155,8 @@ async fn rust_client_calls_and_casts_into_python_server() {
     tokio::task::block_in_place(|| peer.wait_ready());
 
     let transport = transport(&exchange, RabbitOptions::default()).await;
-    let client = RpcClient::new(&transport, Target::topic(&topic).with_server("host2").with_version("1.3")).with_timeout(Duration::from_secs(20));
+    let client = RpcClient::new(&transport, Target::topic(&topic).with_server("host2").with_version("1.3"))
+        .with_timeout(Duration::from_secs(20));
     let ctx = Context::new().with("request_id", json!("req-rust-1")).with("custom_key", json!({"kept": true}));
 
     let echo = client.call(&ctx, "echo", json!({"a": 1, "u": "ü"})).await.expect("echo");
@@ -149,7 +175,11 @@ async fn rust_client_calls_and_casts_into_python_server() {
         Err(Error::Remote(e)) => assert_eq!(e.qualified_class(), "oslo_messaging.rpc.dispatcher.NoSuchMethod"),
         other => panic!("expected NoSuchMethod, got {other:?}"),
     }
-    match client.prepare(Target::topic(&topic).with_server("host2").with_version("2.0")).call(&ctx, "echo", json!({})).await {
+    match client
+        .prepare(Target::topic(&topic).with_server("host2").with_version("2.0"))
+        .call(&ctx, "echo", json!({}))
+        .await
+    {
         Err(Error::Remote(e)) => assert_eq!(e.class, "UnsupportedVersion"),
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     }
@@ -172,7 +202,10 @@ async fn rust_client_calls_and_casts_into_python_server() {
         samples.push(t0.elapsed());
     }
     samples.sort();
-    eprintln!("rust→python call round trip over 50 calls: median {:?}, p90 {:?}, max {:?}", samples[25], samples[45], samples[49]);
+    eprintln!(
+        "rust→python call round trip over 50 calls: median {:?}, p90 {:?}, max {:?}",
+        samples[25], samples[45], samples[49]
+    );
 
     drop(peer);
     let mut queues = broker_queues(&topic);
@@ -193,11 +226,19 @@ async fn python_listener_receives_rust_notifications() {
 
     let transport = transport(&exchange, RabbitOptions::default()).await;
     let notifier = Notifier::new(&transport, "compute.host1", vec![topic.clone()]);
-    let ctx = Context::new().with("request_id", json!("req-n1")).with("auth_token", json!("secret-token")).with("user_id", json!("u1"));
-    notifier.info(&ctx, "compute.instance.snapshot.start", json!({"instance_id": "i-1", "state": "active"})).await.unwrap();
+    let ctx = Context::new()
+        .with("request_id", json!("req-n1"))
+        .with("auth_token", json!("secret-token"))
+        .with("user_id", json!("u1"));
+    notifier
+        .info(&ctx, "compute.instance.snapshot.start", json!({"instance_id": "i-1", "state": "active"}))
+        .await
+        .unwrap();
     notifier.error(&ctx, "compute.instance.snapshot.end", json!({"instance_id": "i-1"})).await.unwrap();
 
-    let (a, b) = tokio::task::block_in_place(|| (peer.next_json(Duration::from_secs(30)), peer.next_json(Duration::from_secs(30))));
+    let (a, b) = tokio::task::block_in_place(|| {
+        (peer.next_json(Duration::from_secs(30)), peer.next_json(Duration::from_secs(30)))
+    });
     let mut got = [a, b];
     got.sort_by_key(|n| n["priority"].as_str().unwrap_or_default().to_owned());
     assert_eq!(got[0]["priority"], "error");
@@ -223,7 +264,9 @@ async fn nova_conductor_answers_ping() {
     init_logs();
     let _lock = broker_shared();
     let transport = transport("nova", RabbitOptions::default()).await;
-    let conductor = RpcClient::new(&transport, Target::topic("conductor").with_namespace("baseapi").with_version("1.0")).with_timeout(Duration::from_secs(30));
+    let conductor =
+        RpcClient::new(&transport, Target::topic("conductor").with_namespace("baseapi").with_version("1.0"))
+            .with_timeout(Duration::from_secs(30));
     let ctx = Context::new().with("request_id", json!(format!("req-{}", uuid::Uuid::new_v4())));
     let pong = conductor.call(&ctx, "ping", json!({"arg": "1.21 GigaWatts"})).await.unwrap_or_else(|e| {
         panic!("nova-conductor did not answer ping ({e}); is it running? `deploy/dev/stack status`")

@@ -36,12 +36,10 @@ async fn call_waits_for_a_server_that_comes_late() {
     // The call is out and has nowhere to go for two seconds.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!call.is_finished(), "the call must still be waiting");
-    let dispatcher = Dispatcher::new().endpoint(
-        Endpoint::new(None, "1.0").method("echo", |_ctx, e: Echo| async move { Ok(Value::String(e.value)) }),
-    );
-    let server = RpcServer::start(&server_side, vec![Target::topic(&topic).with_server("h")], dispatcher)
-        .await
-        .unwrap();
+    let dispatcher = Dispatcher::new()
+        .endpoint(Endpoint::new(None, "1.0").method("echo", |_ctx, e: Echo| async move { Ok(Value::String(e.value)) }));
+    let server =
+        RpcServer::start(&server_side, vec![Target::topic(&topic).with_server("h")], dispatcher).await.unwrap();
     let reply = call.await.unwrap().expect("the late server answers the call");
     assert_eq!(reply, json!("late"));
     server.stop().await;

@@ -16,7 +16,10 @@ use oslo_messaging::{Context, Dispatcher, Endpoint, RabbitOptions, RpcClient, Rp
 use serde_json::{json, Value};
 
 fn json_props() -> BasicProperties {
-    BasicProperties::default().with_content_type("application/json".into()).with_content_encoding("utf-8".into()).with_delivery_mode(2)
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_content_encoding("utf-8".into())
+        .with_delivery_mode(2)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,7 +37,8 @@ async fn malformed_messages_are_dropped_and_the_consumer_lives_on() {
     }));
     let server = RpcServer::start(&transport, vec![Target::topic(&topic).with_server("h")], dispatcher).await.unwrap();
 
-    let conn = Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f", ConnectionProperties::default()).await.unwrap();
+    let conn =
+        Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f", ConnectionProperties::default()).await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
     let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
@@ -46,38 +50,66 @@ async fn malformed_messages_are_dropped_and_the_consumer_lives_on() {
     bad_bz2.insert("compression".into(), AMQPValue::LongString("application/x-bz2".into()));
     let cases: Vec<(&str, Vec<u8>, BasicProperties)> = vec![
         ("not JSON", b"this is not json".to_vec(), json_props()),
-        ("wrong envelope version", br#"{"oslo.version": "3.0", "oslo.message": "{\"method\": \"echo\", \"args\": {}}"}"#.to_vec(), json_props()),
+        (
+            "wrong envelope version",
+            br#"{"oslo.version": "3.0", "oslo.message": "{\"method\": \"echo\", \"args\": {}}"}"#.to_vec(),
+            json_props(),
+        ),
         ("no content type", br#"{"method": "echo", "args": {}}"#.to_vec(), BasicProperties::default()),
         ("invalid UTF-8", b"{\"method\": \"echo\", \"args\": {\"s\": \"\xff\xfe\"}}".to_vec(), json_props()),
         ("huge body", huge.into_bytes(), json_props()),
         ("deep nesting", deep.into_bytes(), json_props()),
         ("method not a string", br#"{"method": ["echo"], "args": {}}"#.to_vec(), json_props()),
         ("args not an object", br#"{"method": "echo", "args": [1, 2]}"#.to_vec(), json_props()),
-        ("inner message not a string", br#"{"oslo.version": "2.0", "oslo.message": {"method": "echo"}}"#.to_vec(), json_props()),
+        (
+            "inner message not a string",
+            br#"{"oslo.version": "2.0", "oslo.message": {"method": "echo"}}"#.to_vec(),
+            json_props(),
+        ),
         ("lzma compression", br#"{"method": "echo", "args": {}}"#.to_vec(), json_props().with_headers(lzma)),
         ("corrupt bzip2 body", b"BZh9 not a bzip2 stream".to_vec(), json_props().with_headers(bad_bz2)),
         ("a JSON array", b"[1, 2, 3]".to_vec(), json_props()),
     ];
     let routing_key = format!("{topic}.h");
     for (what, body, props) in &cases {
-        ch.basic_publish(exchange.as_str().into(), routing_key.as_str().into(), BasicPublishOptions::default(), body, props.clone())
-            .await
-            .unwrap()
-            .await
-            .unwrap_or_else(|e| panic!("publishing {what}: {e}"));
-    }
-    // Unknown members are tolerated (oslo ignores them): this cast is served.
-    let unknown = br#"{"oslo.version": "2.0", "oslo.message": "{\"method\": \"echo\", \"args\": {}, \"surprise\": [1], \"_context_new_key\": 1}"}"#;
-    ch.basic_publish(exchange.as_str().into(), routing_key.as_str().into(), BasicPublishOptions::default(), unknown, json_props())
+        ch.basic_publish(
+            exchange.as_str().into(),
+            routing_key.as_str().into(),
+            BasicPublishOptions::default(),
+            body,
+            props.clone(),
+        )
         .await
         .unwrap()
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("publishing {what}: {e}"));
+    }
+    // Unknown members are tolerated (oslo ignores them): this cast is served.
+    let unknown = br#"{"oslo.version": "2.0", "oslo.message": "{\"method\": \"echo\", \"args\": {}, \"surprise\": [1], \"_context_new_key\": 1}"}"#;
+    ch.basic_publish(
+        exchange.as_str().into(),
+        routing_key.as_str().into(),
+        BasicPublishOptions::default(),
+        unknown,
+        json_props(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
 
-    let client = RpcClient::new(&transport, Target::topic(&topic).with_server("h")).with_timeout(Duration::from_secs(20));
-    let r = client.call(&Context::new(), "echo", json!({"still": "alive"})).await.expect("the consumer survived the malformed input");
+    let client =
+        RpcClient::new(&transport, Target::topic(&topic).with_server("h")).with_timeout(Duration::from_secs(20));
+    let r = client
+        .call(&Context::new(), "echo", json!({"still": "alive"}))
+        .await
+        .expect("the consumer survived the malformed input");
     assert_eq!(r, json!({"still": "alive"}));
-    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2, "only the unknown-member cast and the call were dispatched");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "only the unknown-member cast and the call were dispatched"
+    );
     let depth = transport.delete_queue(&routing_key).await.unwrap();
     assert_eq!(depth, 0, "malformed messages were rejected, not left in the queue");
 

@@ -45,7 +45,10 @@ fn combos() -> Vec<(String, RabbitOptions)> {
         ("ha", RabbitOptions { rabbit_ha_queues: true, ..Default::default() }),
         ("durable", RabbitOptions { amqp_durable_queues: true, ..Default::default() }),
         ("auto_delete", RabbitOptions { amqp_auto_delete: true, ..Default::default() }),
-        ("cancel_on_failover+prefetch", RabbitOptions { enable_cancel_on_failover: true, rabbit_qos_prefetch_count: 5, ..Default::default() }),
+        (
+            "cancel_on_failover+prefetch",
+            RabbitOptions { enable_cancel_on_failover: true, rabbit_qos_prefetch_count: 5, ..Default::default() },
+        ),
         ("no transient ttl", RabbitOptions { rabbit_transient_queues_ttl: 0, ..Default::default() }),
         (
             "quorum limits",
@@ -75,17 +78,22 @@ async fn run_combo(name: String, mut options: RabbitOptions) {
 
     let transport = transport(&exchange, options.clone()).await;
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let server = RpcServer::start(&transport, vec![Target::topic(&topic).with_server("rust")], dispatcher(seen.clone()))
-        .await
-        .unwrap_or_else(|e| panic!("[{name}] Rust server: {e}"));
+    let server =
+        RpcServer::start(&transport, vec![Target::topic(&topic).with_server("rust")], dispatcher(seen.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("[{name}] Rust server: {e}"));
 
     let opts = options_json(&py_options);
     let mut peer = Peer::spawn(&["probe", URL, &exchange, &topic, &opts, "rust"]);
     let first = tokio::task::block_in_place(|| peer.next_line(Duration::from_secs(60)));
     assert_eq!(first, "READY", "[{name}] Python server could not share the Rust topology: {first}");
 
-    let client = RpcClient::new(&transport, Target::topic(&topic).with_server("py").with_version("1.3")).with_timeout(Duration::from_secs(20));
-    let r = client.call(&Context::new(), "echo", json!({"via": "rust"})).await.unwrap_or_else(|e| panic!("[{name}] Rust → Python call: {e}"));
+    let client = RpcClient::new(&transport, Target::topic(&topic).with_server("py").with_version("1.3"))
+        .with_timeout(Duration::from_secs(20));
+    let r = client
+        .call(&Context::new(), "echo", json!({"via": "rust"}))
+        .await
+        .unwrap_or_else(|e| panic!("[{name}] Rust → Python call: {e}"));
     assert_eq!(r["args"], json!({"via": "rust"}), "[{name}]");
 
     peer.write_line("go");
@@ -141,7 +149,9 @@ async fn mismatched_queue_type_is_a_clear_error_and_durable_mismatch_falls_back(
     let topic = unique("qm");
     let classic = transport(&exchange, RabbitOptions::default()).await;
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let first = RpcServer::start(&classic, vec![Target::topic(&topic).with_server("a")], dispatcher(seen.clone())).await.unwrap();
+    let first = RpcServer::start(&classic, vec![Target::topic(&topic).with_server("a")], dispatcher(seen.clone()))
+        .await
+        .unwrap();
 
     let quorum = transport(&exchange, RabbitOptions { rabbit_quorum_queue: true, ..Default::default() }).await;
     match RpcServer::start(&quorum, vec![Target::topic(&topic).with_server("a")], dispatcher(seen.clone())).await {
@@ -158,7 +168,8 @@ async fn mismatched_queue_type_is_a_clear_error_and_durable_mismatch_falls_back(
     let second = RpcServer::start(&durable, vec![Target::topic(&topic).with_server("a")], dispatcher(seen.clone()))
         .await
         .expect("oslo's non-durable fallback");
-    let client = RpcClient::new(&durable, Target::topic(&topic).with_server("a").with_version("1.0")).with_timeout(Duration::from_secs(10));
+    let client = RpcClient::new(&durable, Target::topic(&topic).with_server("a").with_version("1.0"))
+        .with_timeout(Duration::from_secs(10));
     assert_eq!(client.call(&Context::new(), "echo", json!({"x": 1})).await.unwrap(), json!({"args": {"x": 1}}));
     // A refused declaration closes a channel, not the connection: no reconnects.
     for (name, t) in [("classic", &classic), ("quorum", &quorum), ("durable", &durable)] {
@@ -204,9 +215,13 @@ async fn stream_fanout_resumes_after_the_last_offset_on_reconnect() {
     grant();
 
     let url = oslo_messaging::TransportUrl::parse(&format!("rabbit://{user}:pw@127.0.0.1:5672/")).unwrap();
-    let server_side = oslo_messaging::Transport::connect(&url, stream.clone(), &exchange).await.expect("connect as the test user");
+    let server_side =
+        oslo_messaging::Transport::connect(&url, stream.clone(), &exchange).await.expect("connect as the test user");
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let server = RpcServer::start(&server_side, vec![Target::topic(&topic).with_server("rust")], dispatcher(seen.clone())).await.unwrap();
+    let server =
+        RpcServer::start(&server_side, vec![Target::topic(&topic).with_server("rust")], dispatcher(seen.clone()))
+            .await
+            .unwrap();
     let client_side = transport(&exchange, stream).await;
     let fanout = RpcClient::new(&client_side, Target::topic(&topic).with_fanout(true));
     let served = |n: i64| seen.lock().unwrap().iter().filter(|v| v["n"] == n).count();

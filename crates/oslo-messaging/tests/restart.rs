@@ -55,7 +55,12 @@ async fn server_resumes_by_itself_after_broker_restart() {
     let exchange = unique("test");
     let topic = unique("t");
     // Quick reconnects keep the test short; the backoff shape is unit-tested.
-    let options = RabbitOptions { rabbit_retry_interval: 1, rabbit_retry_backoff: 1, rabbit_interval_max: 2, ..Default::default() };
+    let options = RabbitOptions {
+        rabbit_retry_interval: 1,
+        rabbit_retry_backoff: 1,
+        rabbit_interval_max: 2,
+        ..Default::default()
+    };
     let server_side = transport(&exchange, options.clone()).await;
     let client_side = transport(&exchange, options).await;
     let received = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -67,8 +72,10 @@ async fn server_resumes_by_itself_after_broker_restart() {
             Ok(Value::Null)
         }
     }));
-    let server = RpcServer::start(&server_side, vec![Target::topic(&topic).with_server("h")], dispatcher).await.unwrap();
-    let client = RpcClient::new(&client_side, Target::topic(&topic).with_server("h").with_version("1.0")).with_timeout(Duration::from_secs(30));
+    let server =
+        RpcServer::start(&server_side, vec![Target::topic(&topic).with_server("h")], dispatcher).await.unwrap();
+    let client = RpcClient::new(&client_side, Target::topic(&topic).with_server("h").with_version("1.0"))
+        .with_timeout(Duration::from_secs(30));
 
     // Load: casts keep coming before, during and after the outage.
     let stop_load = Arc::new(AtomicBool::new(false));
@@ -77,7 +84,11 @@ async fn server_resumes_by_itself_after_broker_restart() {
         tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::SeqCst) {
-                let _ = tokio::time::timeout(Duration::from_secs(2), client.cast(&Context::new(), "record", json!({"value": format!("load-{i}")}))).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    client.cast(&Context::new(), "record", json!({"value": format!("load-{i}")})),
+                )
+                .await;
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -95,7 +106,10 @@ async fn server_resumes_by_itself_after_broker_restart() {
     }
     eprintln!("broker outage (stop_app → start_app done): {:?}", outage.elapsed());
 
-    let reconnected = wait_until(Duration::from_secs(30), || server_side.is_connected() && server_side.connection_count() > generations_before).await;
+    let reconnected = wait_until(Duration::from_secs(30), || {
+        server_side.is_connected() && server_side.connection_count() > generations_before
+    })
+    .await;
     assert!(reconnected, "the server's transport reconnected by itself");
     eprintln!("server reconnected {:?} after the outage began", outage.elapsed());
 

@@ -101,7 +101,8 @@ fn oslo_tuning(heartbeat_secs: u32) -> Tuning {
 async fn tuning_of_new_sockets(url: &str, port: u16, options: RabbitOptions) -> (Transport, Vec<Tuning>) {
     let before: HashSet<i32> = broker_sockets(port).into_iter().map(|(fd, _)| fd).collect();
     let transport = Transport::connect(&TransportUrl::parse(url).unwrap(), options, "test").await.expect("connect");
-    let added: Vec<Tuning> = broker_sockets(port).into_iter().filter(|(fd, _)| !before.contains(fd)).map(|(_, dup)| tuning(&dup)).collect();
+    let added: Vec<Tuning> =
+        broker_sockets(port).into_iter().filter(|(fd, _)| !before.contains(fd)).map(|(_, dup)| tuning(&dup)).collect();
     (transport, added)
 }
 
@@ -113,8 +114,10 @@ async fn broker_sockets_carry_oslos_tcp_user_timeout_and_keepalive() {
 
     // The control: lapin's own connector leaves the kernel defaults.
     let before: HashSet<i32> = broker_sockets(5672).into_iter().map(|(fd, _)| fd).collect();
-    let raw = Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f", ConnectionProperties::default()).await.unwrap();
-    let untuned: Vec<Tuning> = broker_sockets(5672).into_iter().filter(|(fd, _)| !before.contains(fd)).map(|(_, d)| tuning(&d)).collect();
+    let raw =
+        Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f", ConnectionProperties::default()).await.unwrap();
+    let untuned: Vec<Tuning> =
+        broker_sockets(5672).into_iter().filter(|(fd, _)| !before.contains(fd)).map(|(_, d)| tuning(&d)).collect();
     assert_eq!(untuned.len(), 1, "found the control connection's socket: {untuned:?}");
     assert_eq!(untuned[0].user_timeout_ms, 0, "untuned socket reads as the kernel default: {untuned:?}");
     assert!(!untuned[0].keepalive);
@@ -125,15 +128,18 @@ async fn broker_sockets_carry_oslos_tcp_user_timeout_and_keepalive() {
     assert_eq!(got, vec![oslo_tuning(60)], "default options");
 
     // Another heartbeat: the value follows it, per transport.
-    let (t2, got) = tuning_of_new_sockets(URL, 5672, RabbitOptions { heartbeat_timeout_threshold: 7, ..Default::default() }).await;
+    let (t2, got) =
+        tuning_of_new_sockets(URL, 5672, RabbitOptions { heartbeat_timeout_threshold: 7, ..Default::default() }).await;
     assert_eq!(got, vec![oslo_tuning(7)], "heartbeat_timeout_threshold = 7");
 
     // Heartbeats off: oslo writes 0 (the kernel's default), keepalive stays.
-    let (t3, got) = tuning_of_new_sockets(URL, 5672, RabbitOptions { heartbeat_timeout_threshold: 0, ..Default::default() }).await;
+    let (t3, got) =
+        tuning_of_new_sockets(URL, 5672, RabbitOptions { heartbeat_timeout_threshold: 0, ..Default::default() }).await;
     assert_eq!(got, vec![oslo_tuning(0)], "heartbeats disabled");
 
     // TLS connections are tuned the same way (the socket under the TLS stream).
-    let tls = RabbitOptions { ssl: true, ssl_ca_file: pki("ca.pem"), heartbeat_timeout_threshold: 11, ..Default::default() };
+    let tls =
+        RabbitOptions { ssl: true, ssl_ca_file: pki("ca.pem"), heartbeat_timeout_threshold: 11, ..Default::default() };
     let (t4, got) = tuning_of_new_sockets("rabbit://guest:guest@127.0.0.1:5671/", 5671, tls).await;
     assert_eq!(got, vec![oslo_tuning(11)], "TLS connection");
 

@@ -11,7 +11,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use oslo_messaging::{Context, Dispatcher, Endpoint, Error, RabbitOptions, RpcClient, RpcServer, Target, Transport, TransportUrl};
+use oslo_messaging::{
+    Context, Dispatcher, Endpoint, Error, RabbitOptions, RpcClient, RpcServer, Target, Transport, TransportUrl,
+};
 use serde_json::json;
 
 const TLS_URL: &str = "rabbit://guest:guest@127.0.0.1:5671/";
@@ -27,7 +29,9 @@ fn tls_options(client_cert: bool) -> RabbitOptions {
 
 async fn tls_transport(exchange: &str, options: RabbitOptions) -> Transport {
     let url = TransportUrl::parse(TLS_URL).unwrap();
-    Transport::connect(&url, options, exchange).await.unwrap_or_else(|e| panic!("connect over TLS to 127.0.0.1:5671: {e:?}"))
+    Transport::connect(&url, options, exchange)
+        .await
+        .unwrap_or_else(|e| panic!("connect over TLS to 127.0.0.1:5671: {e:?}"))
 }
 
 /// The tests that connect run one at a time, so every broker connection of
@@ -37,7 +41,9 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 fn echo_dispatcher() -> Dispatcher {
     Dispatcher::new().endpoint(
         Endpoint::new(None, "1.3")
-            .raw_method("echo", |ctx: Context, args| async move { Ok(json!({"args": args, "request_id": ctx.request_id()})) })
+            .raw_method("echo", |ctx: Context, args| async move {
+                Ok(json!({"args": args, "request_id": ctx.request_id()}))
+            })
             .raw_method("hold", |_ctx, _args| async move {
                 // Keeps the caller's connection open while the test looks at it.
                 tokio::time::sleep(Duration::from_secs(3)).await;
@@ -50,7 +56,8 @@ fn echo_dispatcher() -> Dispatcher {
 /// crate name connections `<argv0>:<pid>:<uuid>`): `(ssl, peer_cert_subject)`.
 fn broker_connections_of(pid: u32) -> Vec<(bool, String)> {
     let needle = format!(":{pid}:");
-    let out = rabbitmqctl(&["-q", "list_connections", "client_properties", "ssl", "peer_cert_subject", "--no-table-headers"]);
+    let out =
+        rabbitmqctl(&["-q", "list_connections", "client_properties", "ssl", "peer_cert_subject", "--no-table-headers"]);
     out.lines()
         .filter(|l| l.contains(&needle))
         .map(|l| {
@@ -63,7 +70,10 @@ fn broker_connections_of(pid: u32) -> Vec<(bool, String)> {
 /// Every connection is TLS and presented `subject` (empty: no client certificate).
 fn assert_tls(side: &str, conns: &[(bool, String)], subject: &str) {
     assert!(!conns.is_empty(), "{side}: no connection found on the broker");
-    assert!(conns.iter().all(|(ssl, s)| *ssl && s == subject), "{side}: expected TLS with peer certificate {subject:?}, broker says {conns:?}");
+    assert!(
+        conns.iter().all(|(ssl, s)| *ssl && s == subject),
+        "{side}: expected TLS with peer certificate {subject:?}, broker says {conns:?}"
+    );
 }
 
 /// The Python peer calls the Rust server; both speak TLS to the broker.
@@ -77,7 +87,9 @@ async fn python_calls_rust_over_tls(client_cert: bool) {
     let options = tls_options(client_cert);
     let transport = tls_transport(&exchange, options.clone()).await;
     assert_eq!(transport.broker().as_deref(), Some("127.0.0.1:5671"));
-    let server = RpcServer::start(&transport, vec![Target::topic(&topic).with_server("rust")], echo_dispatcher()).await.expect("RPC server over TLS");
+    let server = RpcServer::start(&transport, vec![Target::topic(&topic).with_server("rust")], echo_dispatcher())
+        .await
+        .expect("RPC server over TLS");
 
     let subject = if client_cert { "CN=stack-client" } else { "" };
     assert_tls("Rust server", &broker_connections_of(std::process::id()), subject);
@@ -99,7 +111,10 @@ async fn python_calls_rust_over_tls(client_cert: bool) {
     assert_eq!(result["ok"], json!({"args": {"over": "tls"}, "request_id": "req-tls"}), "{result}");
     assert_eq!(held["ok"], "held", "{held}");
     assert_tls("Python peer (oslo.messaging/kombu)", &peer_conns, subject);
-    eprintln!("python→rust call over TLS (client cert: {client_cert}): {:.1} ms", result["seconds"].as_f64().unwrap_or_default() * 1e3);
+    eprintln!(
+        "python→rust call over TLS (client cert: {client_cert}): {:.1} ms",
+        result["seconds"].as_f64().unwrap_or_default() * 1e3
+    );
 
     drop(peer);
     server.shutdown().await;
@@ -133,8 +148,12 @@ async fn rust_client_calls_python_server_over_mutual_tls() {
     let peer = Peer::spawn(&["server", TLS_URL, &exchange, &topic, "py", &options_json(&options)]);
     tokio::task::block_in_place(|| peer.wait_ready());
     let transport = tls_transport(&exchange, options).await;
-    let client = RpcClient::new(&transport, Target::topic(&topic).with_server("py").with_version("1.3")).with_timeout(Duration::from_secs(20));
-    let r = client.call(&Context::new().with("request_id", json!("req-tls-2")), "echo", json!({"x": 1})).await.expect("call over TLS");
+    let client = RpcClient::new(&transport, Target::topic(&topic).with_server("py").with_version("1.3"))
+        .with_timeout(Duration::from_secs(20));
+    let r = client
+        .call(&Context::new().with("request_id", json!("req-tls-2")), "echo", json!({"x": 1}))
+        .await
+        .expect("call over TLS");
     assert_eq!(r, json!({"args": {"x": 1}, "request_id": "req-tls-2"}));
     assert_tls("Rust client", &broker_connections_of(std::process::id()), "CN=stack-client");
     assert_tls("Python server", &broker_connections_of(peer.pid()), "CN=stack-client");
@@ -170,7 +189,10 @@ async fn broker_signed_by_another_ca_is_a_prompt_certificate_error() {
     let chain = error_chain(&err);
     eprintln!("wrong CA: {chain} (after {elapsed:?})");
     assert!(matches!(err, Error::Connection { .. }), "{err:?}");
-    assert!(chain.contains("certificate") && chain.contains("UnknownIssuer"), "the error names the certificate problem: {chain}");
+    assert!(
+        chain.contains("certificate") && chain.contains("UnknownIssuer"),
+        "the error names the certificate problem: {chain}"
+    );
     assert!(elapsed < Duration::from_secs(5), "bounded: two handshakes, no retry loop ({elapsed:?})");
 }
 
@@ -206,4 +228,3 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
-

@@ -16,7 +16,10 @@ fn vectors_dir() -> PathBuf {
 fn records() -> Vec<(String, Value)> {
     let dir = vectors_dir();
     let mut out = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("vectors missing at {}: {e}", dir.display())).flatten().collect();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("vectors missing at {}: {e}", dir.display()))
+        .flatten()
+        .collect();
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -61,7 +64,10 @@ fn every_vector_round_trips_byte_for_byte() {
         assert_eq!(reencoded, inner, "{name}: semantic round trip");
         assert_eq!(codec::encode_envelope(&reencoded).unwrap(), body, "{name}: byte-identical re-encoding");
     }
-    assert!(requests >= 4 && replies >= 1 && failures >= 1, "requests {requests} replies {replies} failures {failures}");
+    assert!(
+        requests >= 4 && replies >= 1 && failures >= 1,
+        "requests {requests} replies {replies} failures {failures}"
+    );
 }
 
 fn check_request(name: &str, rec: &Value, req: &Request) {

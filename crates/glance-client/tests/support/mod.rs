@@ -28,10 +28,7 @@ pub const DEMO_PASSWORD: &str = "stack-demo";
 pub const MIB: u64 = 1 << 20;
 
 pub fn repo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repo dir")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo dir")
 }
 
 /// Runs deploy/dev shell functions (lib.sh, venv.sh, glance.sh, keystone.sh sourced), one caller at a time.
@@ -41,17 +38,9 @@ pub fn stack(functions: &str) -> Result<String, String> {
     let script = format!(
         "source deploy/dev/lib.sh; source deploy/dev/venv.sh; source deploy/dev/mariadb.sh; source deploy/dev/glance.sh; source deploy/dev/keystone.sh; {functions}"
     );
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .current_dir(repo_dir())
-        .output()
-        .map_err(|e| e.to_string())?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        Command::new("bash").arg("-c").arg(&script).current_dir(repo_dir()).output().map_err(|e| e.to_string())?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if out.status.success() {
         Ok(text)
     } else {
@@ -61,18 +50,8 @@ pub fn stack(functions: &str) -> Result<String, String> {
 
 /// The shared Glance of `deploy/dev/stack up`; it is never started or changed here.
 pub fn require_shared_glance() {
-    let up = Command::new("curl")
-        .args([
-            "-fs",
-            "-o",
-            "/dev/null",
-            &format!("{SHARED_GLANCE}/versions"),
-        ])
-        .status();
-    assert!(
-        matches!(up, Ok(s) if s.success()),
-        "Glance not up at {SHARED_GLANCE}: run deploy/dev/stack up"
-    );
+    let up = Command::new("curl").args(["-fs", "-o", "/dev/null", &format!("{SHARED_GLANCE}/versions")]).status();
+    assert!(matches!(up, Ok(s) if s.success()), "Glance not up at {SHARED_GLANCE}: run deploy/dev/stack up");
 }
 
 /// Starts (if needed) one of this crate's extra Glance instances or Keystone.
@@ -84,19 +63,12 @@ pub fn require(function: &str, what: &str) {
 }
 
 pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_env_filter("glance_client=debug")
-        .with_test_writer()
-        .try_init();
+    let _ =
+        tracing_subscriber::fmt().with_ansi(false).with_env_filter("glance_client=debug").with_test_writer().try_init();
 }
 
 pub fn client_for(server: &str) -> GlanceClient {
-    let options = GlanceOptions {
-        api_servers: vec![server.to_owned()],
-        num_retries: 3,
-        ..GlanceOptions::default()
-    };
+    let options = GlanceOptions { api_servers: vec![server.to_owned()], num_retries: 3, ..GlanceOptions::default() };
     GlanceClient::new(&options, None).expect("client")
 }
 
@@ -117,12 +89,8 @@ pub async fn reserve_image(
     properties: Value,
 ) -> String {
     let mut body = json!({"name": name, "disk_format": disk_format, "container_format": "bare"});
-    body.as_object_mut()
-        .unwrap()
-        .extend(properties.as_object().cloned().unwrap_or_default());
-    let mut request = reqwest::Client::new()
-        .post(format!("{server}/v2/images"))
-        .json(&body);
+    body.as_object_mut().unwrap().extend(properties.as_object().cloned().unwrap_or_default());
+    let mut request = reqwest::Client::new().post(format!("{server}/v2/images")).json(&body);
     if let Some(token) = token {
         request = request.header("x-auth-token", token);
     }
@@ -144,15 +112,8 @@ pub async fn password_token(keystone: &str, user: &str, password: &str, project:
         .send()
         .await
         .unwrap_or_else(|e| panic!("Keystone not up at {keystone}: run deploy/dev/stack up ({e})"));
-    assert!(
-        response.status().is_success(),
-        "token for {user}: {}",
-        response.status()
-    );
-    response.headers()["x-subject-token"]
-        .to_str()
-        .unwrap()
-        .to_owned()
+    assert!(response.status().is_success(), "token for {user}: {}", response.status());
+    response.headers()["x-subject-token"].to_str().unwrap().to_owned()
 }
 
 /// A sparse file of `len` bytes with a few marked regions, so the hash is not of zeros only.
@@ -194,11 +155,7 @@ pub struct ThrottledFile {
 
 impl ThrottledFile {
     pub fn new(path: PathBuf, bytes_per_sec: u64) -> Self {
-        Self {
-            path,
-            bytes_per_sec,
-            opens: AtomicU32::new(0),
-        }
+        Self { path, bytes_per_sec, opens: AtomicU32::new(0) }
     }
 
     pub fn opens(&self) -> u32 {
@@ -225,10 +182,7 @@ impl ImageSource for ThrottledFile {
                 Err(e) => Some((Err(e), file)),
             }
         });
-        Ok(OpenedSource {
-            reader: Box::pin(tokio_util::io::StreamReader::new(stream)),
-            len,
-        })
+        Ok(OpenedSource { reader: Box::pin(tokio_util::io::StreamReader::new(stream)), len })
     }
 
     fn describe(&self) -> String {

@@ -12,8 +12,7 @@ use virt::domain::Domain;
 
 use crate::error::SnapshotError;
 use crate::events::{
-    self, BlockJobStatus, BlockJobType, DomainEvent, Subscription, JOB_OPERATION_BACKUP,
-    LIFECYCLE_STOPPED,
+    self, BlockJobStatus, BlockJobType, DomainEvent, Subscription, JOB_OPERATION_BACKUP, LIFECYCLE_STOPPED,
 };
 use crate::ffi;
 use crate::journal::Step;
@@ -32,11 +31,7 @@ pub(crate) fn backup_xml(disk: &str, target: &Path, format: &str) -> String {
 }
 
 pub(crate) fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
-        .replace('"', "&quot;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('\'', "&apos;").replace('"', "&quot;")
 }
 
 /// Aborts the backup job on drop unless it ended.
@@ -56,10 +51,7 @@ impl Drop for BackupJob<'_> {
     }
 }
 
-pub(crate) fn run(
-    ctx: &mut Ctx<'_>,
-    sink: &mut SinkFn<'_>,
-) -> Result<Option<QuiesceWindow>, SnapshotError> {
+pub(crate) fn run(ctx: &mut Ctx<'_>, sink: &mut SinkFn<'_>) -> Result<Option<QuiesceWindow>, SnapshotError> {
     // The target is the output itself when no conversion is needed.
     let compress = ctx.cfg.snapshot_compression && ctx.out_format == ImageFormat::Qcow2;
     let format = match ctx.out_format {
@@ -77,28 +69,18 @@ pub(crate) fn run(
     let events = events::subscribe(ctx.uuid);
     // Journaled before the freeze (two fsyncs less inside the window); a
     // record of a job that never started is harmless to recover().
-    ctx.journal.push(Step::BackupJob {
-        target: target.clone(),
-    })?;
+    ctx.journal.push(Step::BackupJob { target: target.clone() })?;
     let frozen = ctx.maybe_freeze()?;
     let begun = Instant::now();
-    ffi::backup_begin(ctx.domain, &xml, true)
-        .map_err(|e| SnapshotError::libvirt("backupBegin", e))?;
-    let mut job = BackupJob {
-        domain: ctx.domain,
-        running: true,
-    };
+    ffi::backup_begin(ctx.domain, &xml, true).map_err(|e| SnapshotError::libvirt("backupBegin", e))?;
+    let mut job = BackupJob { domain: ctx.domain, running: true };
     let window = ctx.thaw(frozen)?;
     tracing::info!(target = %target.display(), "backup job started");
 
     wait_completed(ctx, &events, &target)?;
     job.running = false;
-    ctx.journal
-        .forget(|s| matches!(s, Step::BackupJob { .. }))?;
-    tracing::info!(
-        took_ms = begun.elapsed().as_millis() as u64,
-        "backup job completed"
-    );
+    ctx.journal.forget(|s| matches!(s, Step::BackupJob { .. }))?;
+    tracing::info!(took_ms = begun.elapsed().as_millis() as u64, "backup job completed");
 
     let view = DiskView::Image {
         path: target,
@@ -115,10 +97,8 @@ fn create_target(target: &Path, format: &str, size: u64) -> Result<(), SnapshotE
     if format == "qcow2" {
         return qemu_img::create_qcow2(target, size, None);
     }
-    let f = std::fs::File::create(target)
-        .map_err(|e| SnapshotError::io(format!("create {}", target.display()), e))?;
-    f.set_len(size)
-        .map_err(|e| SnapshotError::io(format!("size {}", target.display()), e))
+    let f = std::fs::File::create(target).map_err(|e| SnapshotError::io(format!("create {}", target.display()), e))?;
+    f.set_len(size).map_err(|e| SnapshotError::io(format!("size {}", target.display()), e))
 }
 
 /// Waits until the backup is over *and* libvirt has closed the target: the
@@ -127,11 +107,7 @@ fn create_target(target: &Path, format: &str, size: u64) -> Result<(), SnapshotE
 /// of the target in memory. The disk's BLOCK_JOB_2 (backup) event comes after
 /// the detach. Progress is reported from job statistics meanwhile (progress
 /// only — completion is the events' call).
-fn wait_completed(
-    ctx: &Ctx<'_>,
-    events: &Subscription,
-    target: &Path,
-) -> Result<(), SnapshotError> {
+fn wait_completed(ctx: &Ctx<'_>, events: &Subscription, target: &Path) -> Result<(), SnapshotError> {
     let deadline = Instant::now() + ctx.cfg.job_timeout;
     let mut verdict: Option<Result<(), SnapshotError>> = None;
     let mut detached = false;
@@ -148,51 +124,36 @@ fn wait_completed(
         }
         ctx.cancel.check()?;
         if Instant::now() >= deadline {
-            return Err(SnapshotError::JobTimeout {
-                job: "backup",
-                what: "complete",
-                waited: ctx.cfg.job_timeout,
-            });
+            return Err(SnapshotError::JobTimeout { job: "backup", what: "complete", waited: ctx.cfg.job_timeout });
         }
         match events.recv_timeout(TICK) {
-            Some(DomainEvent::JobCompleted(done))
-                if done.operation == Some(JOB_OPERATION_BACKUP) =>
-            {
+            Some(DomainEvent::JobCompleted(done)) if done.operation == Some(JOB_OPERATION_BACKUP) => {
                 verdict = Some(if done.success == Some(true) {
                     Ok(())
                 } else {
                     Err(SnapshotError::JobFailed {
                         job: "backup",
-                        message: done
-                            .error
-                            .unwrap_or_else(|| "libvirt reported failure".into()),
+                        message: done.error.unwrap_or_else(|| "libvirt reported failure".into()),
                     })
                 });
             }
-            Some(DomainEvent::BlockJob {
-                disk,
-                job_type: BlockJobType::Backup,
-                status,
-            }) if disk == ctx.disk.target => match status {
-                BlockJobStatus::Completed => detached = true,
-                BlockJobStatus::Failed | BlockJobStatus::Canceled
-                    if backup_running(ctx, target) =>
-                {
-                    tracing::warn!(?status, "stale backup event while ours runs; ignored");
+            Some(DomainEvent::BlockJob { disk, job_type: BlockJobType::Backup, status }) if disk == ctx.disk.target => {
+                match status {
+                    BlockJobStatus::Completed => detached = true,
+                    BlockJobStatus::Failed | BlockJobStatus::Canceled if backup_running(ctx, target) => {
+                        tracing::warn!(?status, "stale backup event while ours runs; ignored");
+                    }
+                    BlockJobStatus::Failed | BlockJobStatus::Canceled => {
+                        return Err(SnapshotError::JobFailed {
+                            job: "backup",
+                            message: format!("backup of {disk} ended {status:?}"),
+                        })
+                    }
+                    BlockJobStatus::Ready | BlockJobStatus::Unknown(_) => {}
                 }
-                BlockJobStatus::Failed | BlockJobStatus::Canceled => {
-                    return Err(SnapshotError::JobFailed {
-                        job: "backup",
-                        message: format!("backup of {disk} ended {status:?}"),
-                    })
-                }
-                BlockJobStatus::Ready | BlockJobStatus::Unknown(_) => {}
-            },
+            }
             Some(DomainEvent::Lifecycle { event, .. }) if event == LIFECYCLE_STOPPED => {
-                return Err(SnapshotError::JobFailed {
-                    job: "backup",
-                    message: "the domain stopped".into(),
-                });
+                return Err(SnapshotError::JobFailed { job: "backup", message: "the domain stopped".into() });
             }
             Some(_) => {}
             None => report_progress(ctx),
@@ -203,9 +164,7 @@ fn wait_completed(
 /// Whether libvirt still runs a backup writing `target`.
 fn backup_running(ctx: &Ctx<'_>, target: &Path) -> bool {
     match ffi::backup_xml_desc(ctx.domain) {
-        Ok(xml) => crate::disk::backup_targets(&xml)
-            .iter()
-            .any(|t| t == target),
+        Ok(xml) => crate::disk::backup_targets(&xml).iter().any(|t| t == target),
         Err(_) => false,
     }
 }
@@ -213,11 +172,7 @@ fn backup_running(ctx: &Ctx<'_>, target: &Path) -> bool {
 fn report_progress(ctx: &Ctx<'_>) {
     if let Ok((_, stats)) = ffi::job_stats(ctx.domain, false) {
         if let (Some(done), Some(total)) = (stats.disk_processed, stats.disk_total) {
-            (ctx.progress)(Progress {
-                phase: Phase::Copy,
-                done,
-                total,
-            });
+            (ctx.progress)(Progress { phase: Phase::Copy, done, total });
         }
     }
 }

@@ -22,9 +22,7 @@ struct Paused<'a> {
 impl Paused<'_> {
     fn resume(&mut self) -> Result<(), SnapshotError> {
         self.paused = false;
-        self.domain
-            .resume()
-            .map_err(|e| SnapshotError::libvirt("resume", e))
+        self.domain.resume().map_err(|e| SnapshotError::libvirt("resume", e))
     }
 }
 
@@ -39,23 +37,15 @@ impl Drop for Paused<'_> {
     }
 }
 
-pub(crate) fn run(
-    ctx: &mut Ctx<'_>,
-    sink: &mut SinkFn<'_>,
-) -> Result<Option<QuiesceWindow>, SnapshotError> {
+pub(crate) fn run(ctx: &mut Ctx<'_>, sink: &mut SinkFn<'_>) -> Result<Option<QuiesceWindow>, SnapshotError> {
     let running = ctx.power_state == PowerState::Running;
     // A shut-off disk is consistent; a paused guest cannot be frozen and is
     // not paused by us. Only a running guest is quiesced and paused.
     let frozen = if running { ctx.maybe_freeze()? } else { None };
-    let mut pause = Paused {
-        domain: ctx.domain,
-        paused: false,
-    };
+    let mut pause = Paused { domain: ctx.domain, paused: false };
     if running {
         ctx.journal.push(Step::Paused)?;
-        ctx.domain
-            .suspend()
-            .map_err(|e| SnapshotError::libvirt("suspend", e))?;
+        ctx.domain.suspend().map_err(|e| SnapshotError::libvirt("suspend", e))?;
         pause.paused = true;
         tracing::info!("guest vCPUs paused for a cold snapshot");
     }

@@ -12,9 +12,7 @@ use std::time::Instant;
 use virt::domain::Domain;
 
 use crate::error::SnapshotError;
-use crate::events::{
-    self, BlockJobStatus, BlockJobType, DomainEvent, Subscription, LIFECYCLE_STOPPED,
-};
+use crate::events::{self, BlockJobStatus, BlockJobType, DomainEvent, Subscription, LIFECYCLE_STOPPED};
 use crate::ffi::{self, BlockCopyFlags, BlockCopyParams};
 use crate::journal::Step;
 use crate::output::{DiskView, Phase, Progress};
@@ -28,10 +26,7 @@ use crate::strategy::{Ctx, SinkFn, TICK};
 const XML_INACTIVE_SECURE: u32 = 2 | 1;
 
 fn dest_xml(delta: &Path) -> String {
-    format!(
-        "<disk type='file'><driver type='qcow2'/><source file='{}'/></disk>",
-        xml_escape(&delta.to_string_lossy())
-    )
+    format!("<disk type='file'><driver type='qcow2'/><source file='{}'/></disk>", xml_escape(&delta.to_string_lossy()))
 }
 
 /// Cancels the copy (no pivot) on drop unless it was already aborted.
@@ -54,31 +49,18 @@ impl Drop for CopyJob<'_> {
     }
 }
 
-pub(crate) fn run(
-    ctx: &mut Ctx<'_>,
-    sink: &mut SinkFn<'_>,
-) -> Result<Option<QuiesceWindow>, SnapshotError> {
+pub(crate) fn run(ctx: &mut Ctx<'_>, sink: &mut SinkFn<'_>) -> Result<Option<QuiesceWindow>, SnapshotError> {
     let disk = ctx.disk.target.clone();
     let delta = ctx.workdir.join(format!("{}.delta", ctx.name));
     let backing = ctx.chain.backing();
-    let persistent = ctx
-        .domain
-        .is_persistent()
-        .map_err(|e| SnapshotError::libvirt("isPersistent", e))?;
+    let persistent = ctx.domain.is_persistent().map_err(|e| SnapshotError::libvirt("isPersistent", e))?;
     if persistent {
         // TRANSIENT_JOB keeps the definition, but what must never be lost
         // is recorded anyway: recover() re-defines it if it is gone.
-        let xml = ctx
-            .domain
-            .xml_desc(XML_INACTIVE_SECURE)
-            .map_err(|e| SnapshotError::libvirt("XMLDesc", e))?;
+        let xml = ctx.domain.xml_desc(XML_INACTIVE_SECURE).map_err(|e| SnapshotError::libvirt("XMLDesc", e))?;
         ctx.journal.push(Step::PersistentDefinition { xml })?;
     }
-    qemu_img::create_qcow2(
-        &delta,
-        ctx.chain.virtual_size(),
-        backing.map(|b| (b.path.as_path(), b.format.as_str())),
-    )?;
+    qemu_img::create_qcow2(&delta, ctx.chain.virtual_size(), backing.map(|b| (b.path.as_path(), b.format.as_str())))?;
 
     let events = events::subscribe(ctx.uuid);
     let flags = BlockCopyFlags {
@@ -87,38 +69,23 @@ pub(crate) fn run(
         transient_job: true,
         synchronous_writes: ctx.cfg.mirror_write_blocking,
     };
-    let params = BlockCopyParams {
-        bandwidth: ctx.cfg.bandwidth,
-        ..Default::default()
-    };
-    ctx.journal.push(Step::MirrorJob {
-        disk: disk.clone(),
-        dest: delta.clone(),
-    })?;
+    let params = BlockCopyParams { bandwidth: ctx.cfg.bandwidth, ..Default::default() };
+    ctx.journal.push(Step::MirrorJob { disk: disk.clone(), dest: delta.clone() })?;
     let started = Instant::now();
     ffi::block_copy(ctx.domain, &disk, &dest_xml(&delta), &params, flags)
         .map_err(|e| SnapshotError::libvirt("blockCopy", e))?;
-    let mut job = CopyJob {
-        domain: ctx.domain,
-        disk: &disk,
-        running: true,
-    };
+    let mut job = CopyJob { domain: ctx.domain, disk: &disk, running: true };
     tracing::info!(disk, delta = %delta.display(), write_blocking = flags.synchronous_writes, "block copy started");
 
     wait_ready(ctx, &events, &disk, &delta)?;
-    tracing::info!(
-        took_ms = started.elapsed().as_millis() as u64,
-        "block copy ready"
-    );
+    tracing::info!(took_ms = started.elapsed().as_millis() as u64, "block copy ready");
 
     // Freeze only around the abort (nova bug 1939116).
     let frozen = ctx.maybe_freeze()?;
-    ffi::block_job_abort(ctx.domain, &disk, false, false)
-        .map_err(|e| SnapshotError::libvirt("blockJobAbort", e))?;
+    ffi::block_job_abort(ctx.domain, &disk, false, false).map_err(|e| SnapshotError::libvirt("blockJobAbort", e))?;
     job.running = false;
     let window = ctx.thaw(frozen)?;
-    ctx.journal
-        .forget(|s| matches!(s, Step::MirrorJob { .. }))?;
+    ctx.journal.forget(|s| matches!(s, Step::MirrorJob { .. }))?;
     ensure_still_persistent(ctx, persistent)?;
 
     let view = DiskView::Image {
@@ -130,8 +97,7 @@ pub(crate) fn run(
     sink(&view)?;
     // nova bug 1881727: don't keep delta + output (+ source) at once.
     let _ = std::fs::remove_file(&delta);
-    ctx.journal
-        .forget(|s| matches!(s, Step::PersistentDefinition { .. }))?;
+    ctx.journal.forget(|s| matches!(s, Step::PersistentDefinition { .. }))?;
     Ok(window)
 }
 
@@ -140,12 +106,7 @@ pub(crate) fn run(
 /// job on the same disk (e.g. one `recover()` just aborted) is not taken for
 /// ours: READY counts only if the disk's `<mirror>` is our delta and ready; an
 /// end counts only if our mirror is gone.
-fn wait_ready(
-    ctx: &Ctx<'_>,
-    events: &Subscription,
-    disk: &str,
-    delta: &Path,
-) -> Result<(), SnapshotError> {
+fn wait_ready(ctx: &Ctx<'_>, events: &Subscription, disk: &str, delta: &Path) -> Result<(), SnapshotError> {
     let deadline = Instant::now() + ctx.cfg.mirror_ready_timeout;
     loop {
         ctx.cancel.check()?;
@@ -157,44 +118,32 @@ fn wait_ready(
             });
         }
         match events.recv_timeout(TICK) {
-            Some(DomainEvent::BlockJob {
-                disk: d,
-                job_type: BlockJobType::Copy,
-                status,
-            }) if d == disk => match status {
-                BlockJobStatus::Ready => match our_mirror(ctx, disk, delta) {
-                    Some(true) => return Ok(()),
-                    other => tracing::warn!(?other, "READY event not about our copy; ignored"),
-                },
-                BlockJobStatus::Failed | BlockJobStatus::Canceled | BlockJobStatus::Completed => {
-                    if our_mirror(ctx, disk, delta).is_some() {
-                        tracing::warn!(
-                            ?status,
-                            "stale block-job event for an earlier job; ignored"
-                        );
-                        continue;
+            Some(DomainEvent::BlockJob { disk: d, job_type: BlockJobType::Copy, status }) if d == disk => {
+                match status {
+                    BlockJobStatus::Ready => match our_mirror(ctx, disk, delta) {
+                        Some(true) => return Ok(()),
+                        other => tracing::warn!(?other, "READY event not about our copy; ignored"),
+                    },
+                    BlockJobStatus::Failed | BlockJobStatus::Canceled | BlockJobStatus::Completed => {
+                        if our_mirror(ctx, disk, delta).is_some() {
+                            tracing::warn!(?status, "stale block-job event for an earlier job; ignored");
+                            continue;
+                        }
+                        return Err(SnapshotError::JobFailed {
+                            job: "block copy",
+                            message: format!("job ended before it was ready ({status:?})"),
+                        });
                     }
-                    return Err(SnapshotError::JobFailed {
-                        job: "block copy",
-                        message: format!("job ended before it was ready ({status:?})"),
-                    });
+                    BlockJobStatus::Unknown(_) => {}
                 }
-                BlockJobStatus::Unknown(_) => {}
-            },
+            }
             Some(DomainEvent::Lifecycle { event, .. }) if event == LIFECYCLE_STOPPED => {
-                return Err(SnapshotError::JobFailed {
-                    job: "block copy",
-                    message: "the domain stopped".into(),
-                });
+                return Err(SnapshotError::JobFailed { job: "block copy", message: "the domain stopped".into() });
             }
             Some(_) => {}
             None => {
                 if let Ok(Some(info)) = ffi::block_job_info(ctx.domain, disk) {
-                    (ctx.progress)(Progress {
-                        phase: Phase::Copy,
-                        done: info.cur,
-                        total: info.end,
-                    });
+                    (ctx.progress)(Progress { phase: Phase::Copy, done: info.cur, total: info.end });
                 }
             }
         }
@@ -222,12 +171,8 @@ fn ensure_still_persistent(ctx: &Ctx<'_>, was_persistent: bool) -> Result<(), Sn
     });
     if let Some(xml) = xml {
         tracing::error!("domain became transient during the block copy; re-defining it");
-        let conn = ctx
-            .domain
-            .connect()
-            .map_err(|e| SnapshotError::libvirt("connect", e))?;
-        conn.define_domain_xml(&xml)
-            .map_err(|e| SnapshotError::libvirt("defineXML", e))?;
+        let conn = ctx.domain.connect().map_err(|e| SnapshotError::libvirt("connect", e))?;
+        conn.define_domain_xml(&xml).map_err(|e| SnapshotError::libvirt("defineXML", e))?;
     }
     Ok(())
 }

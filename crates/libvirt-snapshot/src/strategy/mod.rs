@@ -71,10 +71,7 @@ pub fn select_strategy(input: &SelectionInput<'_>) -> Result<SnapshotStrategy, S
     let live = input.caps.qemu
         && input.disk.source_type() != "lvm"
         && !input.disable_libvirt_livesnapshot
-        && !matches!(
-            input.power_state,
-            PowerState::Shutdown | PowerState::Crashed | PowerState::NoState
-        );
+        && !matches!(input.power_state, PowerState::Shutdown | PowerState::Crashed | PowerState::NoState);
     if !live {
         return Ok(SnapshotStrategy::Cold);
     }
@@ -125,10 +122,7 @@ impl Ctx<'_> {
         if self.power_state != PowerState::Running {
             // A paused guest's agent cannot answer; don't wait for it.
             let err = SnapshotError::QuiesceFailed {
-                message: format!(
-                    "the guest is not running ({:?}); its agent cannot freeze",
-                    self.power_state
-                ),
+                message: format!("the guest is not running ({:?}); its agent cannot freeze", self.power_state),
                 agent_unresponsive: true,
             };
             return self.freeze_failed(err);
@@ -153,10 +147,7 @@ impl Ctx<'_> {
     }
 
     /// Thaws and forgets the journaled quiesce step once the guest is thawed.
-    pub(crate) fn thaw(
-        &mut self,
-        frozen: Option<Frozen>,
-    ) -> Result<Option<QuiesceWindow>, SnapshotError> {
+    pub(crate) fn thaw(&mut self, frozen: Option<Frozen>) -> Result<Option<QuiesceWindow>, SnapshotError> {
         let Some(frozen) = frozen else {
             return Ok(None);
         };
@@ -175,20 +166,11 @@ mod tests {
     use crate::disk::DiskSource;
 
     fn disk(source: DiskSource) -> RootDisk {
-        RootDisk {
-            target: "vda".into(),
-            source,
-            format: "qcow2".into(),
-        }
+        RootDisk { target: "vda".into(), source, format: "qcow2".into() }
     }
 
     fn caps(backup: bool, mirror: bool) -> HostCapabilities {
-        HostCapabilities {
-            qemu: true,
-            backup,
-            block_copy_transient: mirror,
-            synchronous_writes: mirror,
-        }
+        HostCapabilities { qemu: true, backup, block_copy_transient: mirror, synchronous_writes: mirror }
     }
 
     fn pick(
@@ -213,58 +195,19 @@ mod tests {
         use LiveStrategy as L;
         use PowerState as P;
         use SnapshotStrategy as S;
-        assert_eq!(
-            pick(false, L::Backup, P::Running, caps(true, true), &file).unwrap(),
-            S::Backup
-        );
-        assert_eq!(
-            pick(false, L::Mirror, P::Running, caps(true, true), &file).unwrap(),
-            S::Mirror
-        );
-        assert_eq!(
-            pick(false, L::Backup, P::Running, caps(false, true), &file).unwrap(),
-            S::Mirror
-        );
-        assert_eq!(
-            pick(false, L::Mirror, P::Running, caps(true, false), &file).unwrap(),
-            S::Backup
-        );
-        assert_eq!(
-            pick(false, L::Backup, P::Paused, caps(true, true), &file).unwrap(),
-            S::Backup
-        );
-        assert_eq!(
-            pick(true, L::Backup, P::Running, caps(true, true), &file).unwrap(),
-            S::Cold
-        );
-        assert_eq!(
-            pick(false, L::Backup, P::Shutdown, caps(true, true), &file).unwrap(),
-            S::Cold
-        );
-        assert_eq!(
-            pick(false, L::Backup, P::Running, caps(false, false), &file).unwrap(),
-            S::Cold
-        );
-        let not_qemu = HostCapabilities {
-            qemu: false,
-            ..caps(true, true)
-        };
-        assert_eq!(
-            pick(false, L::Backup, P::Running, not_qemu, &file).unwrap(),
-            S::Cold
-        );
-        let lvm = RootDisk {
-            format: "raw".into(),
-            ..disk(DiskSource::Block("/dev/vg/d".into()))
-        };
-        assert_eq!(
-            pick(false, L::Backup, P::Running, caps(true, true), &lvm).unwrap(),
-            S::Cold
-        );
-        let rbd = disk(DiskSource::Network {
-            protocol: "rbd".into(),
-            name: "vms/d".into(),
-        });
+        assert_eq!(pick(false, L::Backup, P::Running, caps(true, true), &file).unwrap(), S::Backup);
+        assert_eq!(pick(false, L::Mirror, P::Running, caps(true, true), &file).unwrap(), S::Mirror);
+        assert_eq!(pick(false, L::Backup, P::Running, caps(false, true), &file).unwrap(), S::Mirror);
+        assert_eq!(pick(false, L::Mirror, P::Running, caps(true, false), &file).unwrap(), S::Backup);
+        assert_eq!(pick(false, L::Backup, P::Paused, caps(true, true), &file).unwrap(), S::Backup);
+        assert_eq!(pick(true, L::Backup, P::Running, caps(true, true), &file).unwrap(), S::Cold);
+        assert_eq!(pick(false, L::Backup, P::Shutdown, caps(true, true), &file).unwrap(), S::Cold);
+        assert_eq!(pick(false, L::Backup, P::Running, caps(false, false), &file).unwrap(), S::Cold);
+        let not_qemu = HostCapabilities { qemu: false, ..caps(true, true) };
+        assert_eq!(pick(false, L::Backup, P::Running, not_qemu, &file).unwrap(), S::Cold);
+        let lvm = RootDisk { format: "raw".into(), ..disk(DiskSource::Block("/dev/vg/d".into())) };
+        assert_eq!(pick(false, L::Backup, P::Running, caps(true, true), &lvm).unwrap(), S::Cold);
+        let rbd = disk(DiskSource::Network { protocol: "rbd".into(), name: "vms/d".into() });
         assert!(matches!(
             pick(false, L::Backup, P::Running, caps(true, true), &rbd),
             Err(SnapshotError::RbdNotSupported { .. })

@@ -28,10 +28,7 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new(prefix: &str) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix(prefix)
-            .tempdir()
-            .expect("tempdir");
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir().expect("tempdir");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
         Scratch { dir }
     }
@@ -78,11 +75,7 @@ impl Scratch {
     #[track_caller]
     pub fn assert_clean(&self) {
         assert!(self.leftovers().is_empty(), "temp files left: {:?}", self.leftovers());
-        assert!(
-            self.journal_records().is_empty(),
-            "journal records left: {:?}",
-            self.journal_records()
-        );
+        assert!(self.journal_records().is_empty(), "journal records left: {:?}", self.journal_records());
     }
 }
 
@@ -97,36 +90,16 @@ pub fn sh(guest: &Guest, script: &str) -> String {
 /// The image has no backing file (Glance refuses qcow2 with one).
 pub fn assert_standalone(image: &Path) {
     let info = qemu_img_info(image).unwrap_or_else(|e| panic!("{e}"));
-    let chain = info
-        .as_array()
-        .expect("qemu-img --backing-chain gives an array");
-    assert_eq!(
-        chain.len(),
-        1,
-        "{} has a backing chain: {info}",
-        image.display()
-    );
-    assert!(
-        chain[0].get("backing-filename").is_none(),
-        "{} has a backing file",
-        image.display()
-    );
+    let chain = info.as_array().expect("qemu-img --backing-chain gives an array");
+    assert_eq!(chain.len(), 1, "{} has a backing chain: {info}", image.display());
+    assert!(chain[0].get("backing-filename").is_none(), "{} has a backing file", image.display());
 }
 
 /// A raw copy of `image` (debugfs and e2fsck read raw ext4 only).
 pub fn to_raw(image: &Path, scratch: &Path) -> PathBuf {
     let raw = scratch.join(format!("readback-{}.raw", uuid::Uuid::new_v4().simple()));
-    let out = Command::new("qemu-img")
-        .args(["convert", "-U", "-O", "raw"])
-        .arg(image)
-        .arg(&raw)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "qemu-img convert: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("qemu-img").args(["convert", "-U", "-O", "raw"]).arg(image).arg(&raw).output().unwrap();
+    assert!(out.status.success(), "qemu-img convert: {}", String::from_utf8_lossy(&out.stderr));
     raw
 }
 
@@ -142,26 +115,13 @@ pub fn read_back(image: &Path, path: &str, scratch: &Path) -> Option<Vec<u8>> {
 /// the journal, which debugfs does not read.
 pub fn read_back_replayed(image: &Path, path: &str, scratch: &Path) -> Option<Vec<u8>> {
     let raw = to_raw(image, scratch);
-    let out = Command::new("e2fsck")
-        .args(["-y", "-E", "journal_only"])
-        .arg(&raw)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.code().unwrap_or(8) < 4,
-        "journal replay: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("e2fsck").args(["-y", "-E", "journal_only"]).arg(&raw).output().unwrap();
+    assert!(out.status.code().unwrap_or(8) < 4, "journal replay: {}", String::from_utf8_lossy(&out.stderr));
     debugfs_cat(raw, path)
 }
 
 fn debugfs_cat(raw: PathBuf, path: &str) -> Option<Vec<u8>> {
-    let out = Command::new("debugfs")
-        .arg("-R")
-        .arg(format!("cat {path}"))
-        .arg(&raw)
-        .output()
-        .unwrap();
+    let out = Command::new("debugfs").arg("-R").arg(format!("cat {path}")).arg(&raw).output().unwrap();
     std::fs::remove_file(&raw).unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     if stderr.contains("not found") {
@@ -174,44 +134,20 @@ fn debugfs_cat(raw: PathBuf, path: &str) -> Option<Vec<u8>> {
 /// `e2fsck -n -f` on the image's filesystem: exit 0 = clean.
 pub fn fsck(image: &Path, scratch: &Path) -> (bool, String) {
     let raw = to_raw(image, scratch);
-    let out = Command::new("e2fsck")
-        .args(["-n", "-f"])
-        .arg(&raw)
-        .output()
-        .unwrap();
+    let out = Command::new("e2fsck").args(["-n", "-f"]).arg(&raw).output().unwrap();
     std::fs::remove_file(&raw).unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 /// A new fixture domain whose vda is a standalone qcow2 copy of `image`,
 /// booted until its agent answers.
 pub fn boot_on_image(prefix: &str, image: &Path) -> Guest {
-    let guest = GuestOptions::new(prefix)
-        .define()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let guest = GuestOptions::new(prefix).define().unwrap_or_else(|e| panic!("{e}"));
     let disk = guest.disk_path();
-    let out = Command::new("qemu-img")
-        .args(["convert", "-U", "-O", "qcow2"])
-        .arg(image)
-        .arg(&disk)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "qemu-img convert: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("qemu-img").args(["convert", "-U", "-O", "qcow2"]).arg(image).arg(&disk).output().unwrap();
+    assert!(out.status.success(), "qemu-img convert: {}", String::from_utf8_lossy(&out.stderr));
     guest.start().unwrap_or_else(|e| panic!("{e}"));
-    guest
-        .wait_for_agent(Duration::from_secs(180))
-        .unwrap_or_else(|e| panic!("{e}"));
+    guest.wait_for_agent(Duration::from_secs(180)).unwrap_or_else(|e| panic!("{e}"));
     guest
 }
 

@@ -171,7 +171,9 @@ impl Compute {
             .spawn()
             .expect("start nova-compute");
         self.child = Some(child);
-        wait_until(Duration::from_secs(90), "nova-compute started", || self.log()[offset..].contains("nova-compute started"));
+        wait_until(Duration::from_secs(90), "nova-compute started", || {
+            self.log()[offset..].contains("nova-compute started")
+        });
     }
 
     pub fn pid(&self) -> i32 {
@@ -284,7 +286,8 @@ pub fn glance_image(id: &str) -> Option<Value> {
 /// Deletes an image as a user would; Glance must take the request (204,
 /// or 404 when it is already gone), or the test's premise would be false.
 pub fn glance_delete(id: &str) {
-    let (_, code) = curl(&["-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", &format!("{GLANCE}/v2/images/{id}")]);
+    let (_, code) =
+        curl(&["-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", &format!("{GLANCE}/v2/images/{id}")]);
     assert!(code == "204" || code == "404", "Glance answered {code} to DELETE of image {id}");
 }
 
@@ -447,7 +450,8 @@ async fn proxy_connection(mut client: tokio::net::TcpStream, upstream: SocketAdd
     st.requests.lock().unwrap().push(format!("{method} {path}"));
     let held = st.hold_image.lock().unwrap().clone();
     if let Some(id) = held {
-        let image_get = path.strip_prefix("/v2/images/").is_some_and(|rest| !rest.contains('/') && (id == "*" || rest == id));
+        let image_get =
+            path.strip_prefix("/v2/images/").is_some_and(|rest| !rest.contains('/') && (id == "*" || rest == id));
         if method == "GET" && image_get && !st.released_flag.load(Ordering::SeqCst) {
             let notified = st.released.notified();
             st.held.fetch_add(1, Ordering::SeqCst);

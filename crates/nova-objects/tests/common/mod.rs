@@ -32,19 +32,10 @@ pub async fn conductor() -> (Transport, Arc<ConductorApi<OsloConductorTransport>
             panic!("RabbitMQ at {TRANSPORT_URL} did not answer in 15 s: run deploy/dev/stack up")
         }
     };
-    let api = Arc::new(ConductorApi::new(OsloConductorTransport::new(
-        &transport,
-        Duration::from_secs(30),
-    )));
-    let policy = ReadinessPolicy {
-        early_timeout: Duration::from_secs(10),
-        max_attempts: Some(1),
-        ..ReadinessPolicy::default()
-    };
-    if let Err(e) = api
-        .wait_until_ready(&RequestContext::admin(), &policy)
-        .await
-    {
+    let api = Arc::new(ConductorApi::new(OsloConductorTransport::new(&transport, Duration::from_secs(30))));
+    let policy =
+        ReadinessPolicy { early_timeout: Duration::from_secs(10), max_attempts: Some(1), ..ReadinessPolicy::default() };
+    if let Err(e) = api.wait_until_ready(&RequestContext::admin(), &policy).await {
         panic!("nova-conductor does not answer ping ({e}): run deploy/dev/stack up");
     }
     (transport, api)
@@ -71,12 +62,7 @@ pub fn show_instance(uuid: &str) -> Value {
 
 /// A user request's context, as nova-api sends it, with `request_id`.
 pub fn user_context(request_id: &str) -> RequestContext {
-    let mut ctx = RequestContext::for_user(
-        "peer-user",
-        "peer-project",
-        &["member", "reader"],
-        Some("peer-token"),
-    );
+    let mut ctx = RequestContext::for_user("peer-user", "peer-project", &["member", "reader"], Some("peer-token"));
     ctx.set("request_id", Value::String(request_id.into()));
     ctx
 }

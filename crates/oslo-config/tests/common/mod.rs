@@ -11,9 +11,7 @@ pub struct Files {
 
 impl Files {
     pub fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Self { dir: tempfile::tempdir().unwrap() }
     }
 
     /// Writes `name` (creating parent dirs) and returns its path.

@@ -80,7 +80,8 @@ impl RpcClient {
         let mut request = self.request(ctx, method, args, Some((msg_id.clone(), waiter.queue.clone())))?;
         request.timeout = Some(self.call_monitor_timeout.map_or(Value::Null, seconds_value));
         let expiration_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
-        let out = codec::encode(&request.to_message(), Some(expiration_ms), self.compression()).map_err(Error::Encode)?;
+        let out =
+            codec::encode(&request.to_message(), Some(expiration_ms), self.compression()).map_err(Error::Encode)?;
         let deadline = Instant::now() + self.timeout;
         let mut replies = waiter.listen(&msg_id);
         let _unlisten = Unlisten { waiter: &waiter, msg_id: &msg_id };
@@ -119,12 +120,23 @@ impl RpcClient {
     }
 
     /// A call whose result is deserialized into `R`.
-    pub async fn call_as<A: Serialize, R: DeserializeOwned>(&self, ctx: &Context, method: &str, args: A) -> Result<R, Error> {
+    pub async fn call_as<A: Serialize, R: DeserializeOwned>(
+        &self,
+        ctx: &Context,
+        method: &str,
+        args: A,
+    ) -> Result<R, Error> {
         let v = self.call(ctx, method, args).await?;
-        serde_json::from_value(v).map_err(|e| Error::Decode(codec::DecodeError::Failure(format!("unexpected result of {method}: {e}"))))
+        serde_json::from_value(v)
+            .map_err(|e| Error::Decode(codec::DecodeError::Failure(format!("unexpected result of {method}: {e}"))))
     }
 
-    async fn wait_reply(&self, replies: &mut mpsc::UnboundedReceiver<Reply>, msg_id: &str, deadline: Instant) -> Result<Value, Error> {
+    async fn wait_reply(
+        &self,
+        replies: &mut mpsc::UnboundedReceiver<Reply>,
+        msg_id: &str,
+        deadline: Instant,
+    ) -> Result<Value, Error> {
         let mut monitor_deadline = self.call_monitor_timeout.map(|t| Instant::now() + t);
         let mut final_reply = Value::Null;
         loop {
@@ -149,11 +161,21 @@ impl RpcClient {
         }
     }
 
-    fn request<A: Serialize>(&self, ctx: &Context, method: &str, args: A, call: Option<(String, String)>) -> Result<Request, Error> {
+    fn request<A: Serialize>(
+        &self,
+        ctx: &Context,
+        method: &str,
+        args: A,
+        call: Option<(String, String)>,
+    ) -> Result<Request, Error> {
         let args = match serde_json::to_value(args).map_err(Error::Encode)? {
             Value::Object(m) => m,
             Value::Null => Map::new(),
-            _ => return Err(Error::Encode(<serde_json::Error as serde::ser::Error>::custom("RPC arguments must serialize to a JSON object"))),
+            _ => {
+                return Err(Error::Encode(<serde_json::Error as serde::ser::Error>::custom(
+                    "RPC arguments must serialize to a JSON object",
+                )))
+            }
         };
         let (msg_id, reply_q) = call.unzip();
         Ok(Request {
@@ -176,7 +198,11 @@ impl RpcClient {
             return Destination::Fanout { exchange: topology::fanout_exchange(o, &self.target.topic) };
         }
         let exchange = self.target.exchange.as_deref().unwrap_or(self.transport.control_exchange());
-        Destination::Topic { exchange: topology::topic_exchange(o, exchange), routing_key: self.target.routing_key(), mandatory: false }
+        Destination::Topic {
+            exchange: topology::topic_exchange(o, exchange),
+            routing_key: self.target.routing_key(),
+            mandatory: false,
+        }
     }
 
     fn compression(&self) -> Option<&str> {
@@ -195,7 +221,11 @@ fn is_no_route(reason: &str) -> bool {
 
 /// Whole seconds as a JSON integer (what Python callers send), else a float.
 fn seconds_value(d: Duration) -> Value {
-    if d.subsec_nanos() == 0 { Value::from(d.as_secs()) } else { Value::from(d.as_secs_f64()) }
+    if d.subsec_nanos() == 0 {
+        Value::from(d.as_secs())
+    } else {
+        Value::from(d.as_secs_f64())
+    }
 }
 
 /// Removes a call's waiter however the call ends.

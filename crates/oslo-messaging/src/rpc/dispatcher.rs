@@ -51,7 +51,11 @@ impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut names: Vec<&String> = self.methods.keys().collect();
         names.sort();
-        f.debug_struct("Endpoint").field("namespace", &self.namespace).field("version", &self.version).field("methods", &names).finish()
+        f.debug_struct("Endpoint")
+            .field("namespace", &self.namespace)
+            .field("version", &self.version)
+            .field("methods", &names)
+            .finish()
     }
 }
 
@@ -85,7 +89,9 @@ impl Endpoint {
                     let fut = handler(ctx, a);
                     Box::pin(async move {
                         let r = fut.await?;
-                        serde_json::to_value(r).map_err(|e| RemoteError::new("builtins", "TypeError", format!("result is not JSON serializable: {e}")))
+                        serde_json::to_value(r).map_err(|e| {
+                            RemoteError::new("builtins", "TypeError", format!("result is not JSON serializable: {e}"))
+                        })
                     })
                 }
             }
@@ -118,7 +124,10 @@ pub struct Dispatcher {
 
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dispatcher").field("endpoints", &self.endpoints).field("fallback", &self.fallback.is_some()).finish()
+        f.debug_struct("Dispatcher")
+            .field("endpoints", &self.endpoints)
+            .field("fallback", &self.fallback.is_some())
+            .finish()
     }
 }
 
@@ -164,7 +173,11 @@ impl Dispatcher {
                 return Selection::Found(h.clone());
             }
         }
-        if found_compatible { Selection::NoSuchMethod } else { Selection::UnsupportedVersion }
+        if found_compatible {
+            Selection::NoSuchMethod
+        } else {
+            Selection::UnsupportedVersion
+        }
     }
 
     /// Dispatches one request. `version` None means `1.0`, as in oslo;
@@ -211,7 +224,10 @@ mod tests {
 
     fn dispatcher() -> Dispatcher {
         Dispatcher::new()
-            .endpoint(Endpoint::new(Some("baseapi"), "1.1").method("ping", |_ctx, a: PingArgs| async move { Ok(json!({"service": "x", "arg": a.arg})) }))
+            .endpoint(
+                Endpoint::new(Some("baseapi"), "1.1")
+                    .method("ping", |_ctx, a: PingArgs| async move { Ok(json!({"service": "x", "arg": a.arg})) }),
+            )
             .endpoint(
                 Endpoint::new(None, "6.5")
                     .raw_method("echo", |_ctx, args| async move { Ok(Value::Object(args)) })

@@ -70,7 +70,12 @@ impl RpcServer {
     }
 
     /// As [`RpcServer::start`], with explicit options.
-    pub async fn start_with(transport: &Transport, targets: Vec<Target>, dispatcher: Dispatcher, options: ServerOptions) -> Result<Self, Error> {
+    pub async fn start_with(
+        transport: &Transport,
+        targets: Vec<Target>,
+        dispatcher: Dispatcher,
+        options: ServerOptions,
+    ) -> Result<Self, Error> {
         if targets.is_empty() {
             return Err(Error::Config("an RPC server needs at least one target".into()));
         }
@@ -87,7 +92,8 @@ impl RpcServer {
         let mut fanout_queues = Vec::new();
         for target in &targets {
             let queues = listener_queues(transport, target);
-            let fanout = queues.last().filter(|q| !q.stream && !transport.options().use_queue_manager).map(|q| q.name.clone());
+            let fanout =
+                queues.last().filter(|q| !q.stream && !transport.options().use_queue_manager).map(|q| q.name.clone());
             let sub = Subscription::new(queues, transport.options().rabbit_qos_prefetch_count, tx.clone());
             if let Err(e) = transport.inner.subscribe(sub.clone()).await {
                 for s in &subscriptions {
@@ -255,7 +261,9 @@ async fn process(shared: &Shared, request: Request) {
 fn log_outcome(request: &Request, result: &Result<Value, RemoteError>, elapsed: Duration) {
     match result {
         Ok(_) => debug!(elapsed_ms = elapsed.as_millis() as u64, "handled RPC request"),
-        Err(e) if e.class == "NoSuchMethod" && request.method.ends_with("_ignore_errors") => debug!("method {} not found", request.method),
+        Err(e) if e.class == "NoSuchMethod" && request.method.ends_with("_ignore_errors") => {
+            debug!("method {} not found", request.method)
+        }
         Err(e) => error!(error = %e, elapsed_ms = elapsed.as_millis() as u64, "exception during message handling"),
     }
 }
@@ -275,7 +283,13 @@ fn start_heartbeat(shared: &Shared, request: &Request) -> Option<JoinHandle<()>>
             loop {
                 tokio::time::sleep(interval).await;
                 debug!(interval_secs = interval.as_secs_f64(), "sending call-monitor heartbeat");
-                let reply = Reply { result: Value::Null, failure: None, ending: false, msg_id: Some(msg_id.clone()), unique_id: Some(new_id()) };
+                let reply = Reply {
+                    result: Value::Null,
+                    failure: None,
+                    ending: false,
+                    msg_id: Some(msg_id.clone()),
+                    unique_id: Some(new_id()),
+                };
                 if let Err(e) = send_reply_message(&transport, &reply_q, &msg_id, &reply).await {
                     debug!(error = %error_chain(&e), "call-monitor heartbeat failed");
                     return;
@@ -291,7 +305,14 @@ async fn send_final_reply(shared: &Shared, msg_id: &str, reply_q: &str, result: 
         Ok(v) => (v, None),
         Err(e) => match e.to_failure_string() {
             Ok(f) => (Value::Null, Some(f)),
-            Err(err) => (Value::Null, Some(RemoteError::type_error(format!("cannot serialize exception: {err}")).to_failure_string().unwrap_or_default())),
+            Err(err) => (
+                Value::Null,
+                Some(
+                    RemoteError::type_error(format!("cannot serialize exception: {err}"))
+                        .to_failure_string()
+                        .unwrap_or_default(),
+                ),
+            ),
         },
     };
     let reply = Reply { result, failure, ending: true, msg_id: Some(msg_id.to_owned()), unique_id: Some(new_id()) };

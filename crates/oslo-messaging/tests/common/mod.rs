@@ -33,7 +33,10 @@ pub fn require_stack() {
     }
     let py = python();
     if !py.exists() {
-        panic!("the Python peer venv is missing ({}): run `deploy/dev/stack up`, which installs nova and oslo.messaging", py.display());
+        panic!(
+            "the Python peer venv is missing ({}): run `deploy/dev/stack up`, which installs nova and oslo.messaging",
+            py.display()
+        );
     }
 }
 
@@ -42,7 +45,12 @@ pub fn require_stack() {
 // (1.85) only binds library code. Test-only use.
 #[allow(clippy::incompatible_msrv)]
 pub fn broker_shared() -> std::fs::File {
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(BROKER_LOCK).expect("open broker lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(BROKER_LOCK)
+        .expect("open broker lock");
     f.lock_shared().expect("lock broker (shared)");
     f
 }
@@ -53,7 +61,10 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub fn init_logs() {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
 }
 
 pub async fn transport(exchange: &str, options: RabbitOptions) -> Transport {
@@ -83,7 +94,9 @@ pub fn options_json(o: &RabbitOptions) -> String {
     });
     // Only when set, so the peer keeps oslo's defaults otherwise.
     if o.ssl {
-        for (key, value) in [("ssl_ca_file", &o.ssl_ca_file), ("ssl_cert_file", &o.ssl_cert_file), ("ssl_key_file", &o.ssl_key_file)] {
+        for (key, value) in
+            [("ssl_ca_file", &o.ssl_ca_file), ("ssl_cert_file", &o.ssl_cert_file), ("ssl_key_file", &o.ssl_key_file)]
+        {
             if !value.is_empty() {
                 map[key] = serde_json::json!(value);
             }
@@ -105,7 +118,12 @@ pub fn stack_rabbitmq_up() {
     DONE.get_or_init(|| {
         let dev = repo_root().join("deploy/dev");
         let script = "source \"$1/lib.sh\"; source \"$1/pki.sh\"; source \"$1/rabbitmq.sh\"; pki_up; rabbitmq_up";
-        let out = Command::new("bash").args(["-c", script, "bash"]).arg(&dev).env("STACK_DIR", stack_tests::stack_dir()).output().expect("run bash");
+        let out = Command::new("bash")
+            .args(["-c", script, "bash"])
+            .arg(&dev)
+            .env("STACK_DIR", stack_tests::stack_dir())
+            .output()
+            .expect("run bash");
         assert!(
             out.status.success(),
             "deploy/dev rabbitmq_up failed ({}): {}{}",
@@ -175,7 +193,8 @@ impl Peer {
 
     pub fn next_json(&self, timeout: Duration) -> Value {
         let line = self.next_line(timeout);
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("peer printed non-JSON {line:?}: {e}\nstderr:\n{}", self.stderr()))
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("peer printed non-JSON {line:?}: {e}\nstderr:\n{}", self.stderr()))
     }
 
     pub fn wait_ready(&self) {
@@ -217,7 +236,13 @@ impl Drop for Peer {
 
 /// Runs a Python `RPCClient` script against `topic.server`: one JSON result
 /// per step, and the name of the reply queue the peer left behind.
-pub fn python_client(exchange: &str, topic: &str, server: &str, options: &RabbitOptions, script: Value) -> (Vec<Value>, Option<String>) {
+pub fn python_client(
+    exchange: &str,
+    topic: &str,
+    server: &str,
+    options: &RabbitOptions,
+    script: Value,
+) -> (Vec<Value>, Option<String>) {
     let steps = script.as_array().map_or(0, Vec::len);
     let opts = options_json(options);
     let script = script.to_string();
@@ -244,5 +269,10 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
 
 /// Names of queues on the broker containing `needle`.
 pub fn broker_queues(needle: &str) -> Vec<String> {
-    rabbitmqctl(&["-q", "list_queues", "name"]).lines().map(str::trim).filter(|l| l.contains(needle)).map(str::to_owned).collect()
+    rabbitmqctl(&["-q", "list_queues", "name"])
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.contains(needle))
+        .map(str::to_owned)
+        .collect()
 }
