@@ -1,4 +1,4 @@
-//! Every message of `shared/vectors/nova-34.0.0`, replayed.
+//! Every message of `tests/vectors/nova-34.0.0`, replayed.
 //!
 //! `conductor-conversation.jsonl` is a real exchange between nova's own
 //! compute-side object code and nova-conductor 34.0.0. The test drives this
@@ -22,7 +22,7 @@ use nova_objects::{
 use serde_json::{Map, Value};
 
 fn vectors_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/nova-34.0.0")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/nova-34.0.0")
 }
 
 /// The inner oslo message of a captured AMQP body (two JSON layers).
@@ -107,7 +107,7 @@ impl ConductorTransport for Replay {
 
 fn conversation() -> (Replay, RequestContext, Vec<Map<String, Value>>) {
     let text = std::fs::read_to_string(vectors_dir().join("conductor-conversation.jsonl"))
-        .expect("shared/vectors/nova-34.0.0 is missing");
+        .expect("tests/vectors/nova-34.0.0 is missing");
     let records: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let mut exchanges = VecDeque::new();
     let mut casts = Vec::new();

@@ -1,5 +1,5 @@
 //! Test 6 (second half): every message captured from real nova 34 /
-//! oslo.messaging 18 in `shared/vectors/nova-34.0.0` decodes into the typed
+//! oslo.messaging 18 in `tests/vectors/nova-34.0.0` decodes into the typed
 //! request or reply and re-encodes byte-for-byte to the captured body.
 
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use oslo_messaging::{Context, RemoteError};
 use serde_json::Value;
 
 fn vectors_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/nova-34.0.0")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/nova-34.0.0")
 }
 
 /// Every record of every vector file: single-record `.json` and `.jsonl`.
