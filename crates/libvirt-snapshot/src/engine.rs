@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use virt::domain::Domain;
 
+use crate::config::EngineConfig;
 use crate::disk::{BackingChain, RootDisk};
 use crate::error::SnapshotError;
 use crate::hypervisor::{domain_power_state, HostCapabilities, Hypervisor, PowerState};
@@ -16,56 +17,7 @@ use crate::journal::{Journal, JournalEntry, Step};
 use crate::output::{ensure_space, CancelToken, FileSink, ImageFormat, ImageSink, Progress, ProgressFn, WorkDir};
 use crate::quiesce::{self, QuiescePolicy, QuiesceWindow};
 use crate::recovery::{self, RecoveryReport};
-use crate::strategy::{self, select_strategy, Ctx, LiveStrategy, SelectionInput, SnapshotStrategy};
-
-/// What the engine reads from nova.conf (the service maps its option groups
-/// onto this; the engine knows nothing of oslo.config).
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// `[libvirt] connection_uri` (empty in nova.conf → `qemu:///system`).
-    pub connection_uri: String,
-    /// `[libvirt] snapshots_directory`.
-    pub snapshots_directory: PathBuf,
-    /// Where the crash journal lives (host-local, e.g. `$state_path/snapshot-journal`).
-    pub journal_directory: PathBuf,
-    /// `[libvirt] snapshot_image_format` (unset: the source format).
-    pub snapshot_image_format: Option<ImageFormat>,
-    /// `[libvirt] snapshot_compression`.
-    pub snapshot_compression: bool,
-    /// `[workarounds] disable_libvirt_livesnapshot`.
-    pub disable_libvirt_livesnapshot: bool,
-    /// `[libvirt] live_snapshot_strategy`.
-    pub live_strategy: LiveStrategy,
-    /// Mirror in write-blocking (active) mode: converges under any write load.
-    pub mirror_write_blocking: bool,
-    /// How long a mirror may take to become READY.
-    pub mirror_ready_timeout: Duration,
-    /// How long a backup job may take to complete.
-    pub job_timeout: Duration,
-    /// The longest wait for the guest agent's freeze.
-    pub quiesce_timeout: Duration,
-    /// Copy bandwidth limit for block copies, bytes per second.
-    pub bandwidth: Option<u64>,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            connection_uri: "qemu:///system".into(),
-            snapshots_directory: "/var/lib/nova/instances/snapshots".into(),
-            journal_directory: "/var/lib/nova/snapshot-journal".into(),
-            snapshot_image_format: None,
-            snapshot_compression: false,
-            disable_libvirt_livesnapshot: false,
-            live_strategy: LiveStrategy::Backup,
-            mirror_write_blocking: true,
-            mirror_ready_timeout: Duration::from_secs(600),
-            job_timeout: Duration::from_secs(3600),
-            quiesce_timeout: Duration::from_secs(30),
-            bandwidth: None,
-        }
-    }
-}
+use crate::strategy::{self, select_strategy, Ctx, SelectionInput, SnapshotStrategy};
 
 /// One snapshot to take.
 #[derive(Debug, Clone)]
@@ -321,7 +273,7 @@ impl SnapshotEngine {
         let strategy = self.choose(&d, req.strategy)?;
         if req.quiesce.required && req.quiesce.agent_enabled && d.caps.qemu && !d.agent_channel {
             // Fail before touching anything: the freeze cannot work.
-            return Err(no_agent_channel());
+            return Err(quiesce::no_agent_channel());
         }
         let out_format = match self.cfg.snapshot_image_format {
             Some(f) => f,
@@ -510,13 +462,6 @@ impl SnapshotEngine {
     pub async fn unquiesce(self: &Arc<Self>, uuid: String) -> Result<u32, SnapshotError> {
         let engine = Arc::clone(self);
         blocking(move || engine.unquiesce_blocking(&uuid)).await
-    }
-}
-
-pub(crate) fn no_agent_channel() -> SnapshotError {
-    SnapshotError::QuiesceFailed {
-        message: "the domain has no qemu-guest-agent channel (org.qemu.guest_agent.0)".into(),
-        agent_unresponsive: true,
     }
 }
 

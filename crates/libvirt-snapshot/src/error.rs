@@ -123,29 +123,6 @@ impl SnapshotError {
         }
     }
 
-    /// Classifies a failed `virConnectOpenAuth` of `uri`: credentials
-    /// libvirt asked for and auth.conf lacked, refused authentication, or
-    /// any other connection error (`Libvirt { operation: "open" }`).
-    pub(crate) fn open(uri: &str, err: crate::ffi::OpenAuthError) -> Self {
-        let code = err.error.code().to_raw();
-        let message = err.error.message().to_owned();
-        if !err.requested.is_empty() {
-            let mut credentials: Vec<String> = Vec::new();
-            for c in &err.requested {
-                if !credentials.iter().any(|n| n == c.name) {
-                    credentials.push(c.name.to_owned());
-                }
-            }
-            return SnapshotError::CredentialsMissing { uri: uri.to_owned(), credentials, message };
-        }
-        match code {
-            VIR_ERR_AUTH_FAILED | VIR_ERR_AUTH_CANCELLED | VIR_ERR_AUTH_UNAVAILABLE => {
-                SnapshotError::AuthFailed { uri: uri.to_owned(), code, message }
-            }
-            _ => SnapshotError::Libvirt { operation: "open", code, message },
-        }
-    }
-
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         SnapshotError::Io { context: context.into(), source }
     }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState};
 
-use crate::error::SnapshotError;
+use crate::error::{SnapshotError, VIR_ERR_AUTH_CANCELLED, VIR_ERR_AUTH_FAILED, VIR_ERR_AUTH_UNAVAILABLE};
 use crate::events;
 use crate::ffi::{self, CallbackId, EventKind};
 
@@ -48,7 +48,7 @@ impl Session {
         // With auth, as nova's `Host._connect` (`openAuth`): libvirt fills
         // SASL credentials from its auth.conf lookup and the callback
         // refuses anything left (a typed error, never a prompt).
-        let conn = ffi::open_auth(uri).map_err(|e| SnapshotError::open(uri, e))?;
+        let conn = ffi::open_auth(uri).map_err(|e| open_error(uri, e))?;
         // (`virt` maps 1, "the peer does not support keepalive", to Ok too;
         // libvirtd >= 0.9.8 supports it.)
         let keepalive = match conn.set_keep_alive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT) {
@@ -263,6 +263,29 @@ impl Hypervisor {
 pub(crate) fn domain_power_state(domain: &Domain, uuid: &str) -> Result<PowerState, SnapshotError> {
     let (state, _reason) = domain.state().map_err(|e| SnapshotError::for_domain("state", uuid, e))?;
     Ok(state.known().map(PowerState::from_libvirt).unwrap_or(PowerState::NoState))
+}
+
+/// Classifies a failed `virConnectOpenAuth` of `uri`: credentials
+/// libvirt asked for and auth.conf lacked, refused authentication, or
+/// any other connection error (`Libvirt { operation: "open" }`).
+fn open_error(uri: &str, err: ffi::OpenAuthError) -> SnapshotError {
+    let code = err.error.code().to_raw();
+    let message = err.error.message().to_owned();
+    if !err.requested.is_empty() {
+        let mut credentials: Vec<String> = Vec::new();
+        for c in &err.requested {
+            if !credentials.iter().any(|n| n == c.name) {
+                credentials.push(c.name.to_owned());
+            }
+        }
+        return SnapshotError::CredentialsMissing { uri: uri.to_owned(), credentials, message };
+    }
+    match code {
+        VIR_ERR_AUTH_FAILED | VIR_ERR_AUTH_CANCELLED | VIR_ERR_AUTH_UNAVAILABLE => {
+            SnapshotError::AuthFailed { uri: uri.to_owned(), code, message }
+        }
+        _ => SnapshotError::Libvirt { operation: "open", code, message },
+    }
 }
 
 /// `<domainCapabilities>…<features><backup supported='yes'/>`.

@@ -37,6 +37,7 @@
 
 #![deny(unsafe_code)]
 
+mod config;
 mod disk;
 mod engine;
 mod error;
@@ -51,8 +52,9 @@ mod quiesce;
 mod recovery;
 mod strategy;
 
+pub use config::{EngineConfig, LiveStrategy};
 pub use disk::{BackingChain, ChainLayer, DiskSource, RootDisk};
-pub use engine::{EngineConfig, SnapshotEngine, SnapshotImage, SnapshotOutcome, SnapshotRequest, SnapshotSummary};
+pub use engine::{SnapshotEngine, SnapshotImage, SnapshotOutcome, SnapshotRequest, SnapshotSummary};
 pub use error::SnapshotError;
 pub use events::{BlockJobStatus, BlockJobType, DomainEvent, JobCompleted};
 pub use ffi::{BlockCopyFlags, BlockCopyParams, BlockJobInfo};
@@ -66,4 +68,4 @@ pub use output::{
 };
 pub use quiesce::{QuiescePolicy, QuiesceWindow};
 pub use recovery::{recover, RecoveryAction, RecoveryReport};
-pub use strategy::{select_strategy, LiveStrategy, SelectionInput, SnapshotStrategy};
+pub use strategy::{select_strategy, SelectionInput, SnapshotStrategy};

@@ -196,6 +196,14 @@ pub(crate) fn freeze(domain: &Domain, timeout: Duration) -> Result<Frozen, Snaps
     }
 }
 
+/// The quiesce failure of a domain whose XML has no guest-agent channel.
+pub(crate) fn no_agent_channel() -> SnapshotError {
+    SnapshotError::QuiesceFailed {
+        message: "the domain has no qemu-guest-agent channel (org.qemu.guest_agent.0)".into(),
+        agent_unresponsive: true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

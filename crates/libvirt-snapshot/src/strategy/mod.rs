@@ -15,13 +15,13 @@ use std::time::Duration;
 
 use virt::domain::Domain;
 
+use crate::config::{EngineConfig, LiveStrategy};
 use crate::disk::{BackingChain, RootDisk};
 use crate::error::SnapshotError;
 use crate::hypervisor::{HostCapabilities, PowerState};
 use crate::journal::{JournalEntry, Step};
 use crate::output::{CancelToken, DiskView, ImageFormat, Progress};
 use crate::quiesce::{self, Frozen, QuiescePolicy, QuiesceWindow};
-use crate::EngineConfig;
 
 /// How a snapshot is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -43,15 +43,6 @@ impl SnapshotStrategy {
             SnapshotStrategy::Cold => "cold",
         }
     }
-}
-
-/// The preferred live strategy (`[libvirt] live_snapshot_strategy`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LiveStrategy {
-    #[default]
-    Backup,
-    Mirror,
 }
 
 /// What the choice depends on.
@@ -117,7 +108,7 @@ impl Ctx<'_> {
             return Ok(None);
         }
         if !self.agent_channel {
-            return self.freeze_failed(crate::engine::no_agent_channel());
+            return self.freeze_failed(quiesce::no_agent_channel());
         }
         if self.power_state != PowerState::Running {
             // A paused guest's agent cannot answer; don't wait for it.
