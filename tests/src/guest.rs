@@ -16,7 +16,8 @@ use serde_json::{json, Value};
 use virt::connect::Connect;
 use virt::domain::Domain;
 
-use crate::stack::{repo_dir, stack_dir, LIBVIRT_URI};
+use crate::error::Error;
+use crate::stack::{connect, repo_dir, stack_dir};
 
 /// How long one agent command may take before libvirt gives up on it. Long
 /// enough for a guest-fsfreeze-freeze of a busy TCG guest.
@@ -27,32 +28,6 @@ const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(60);
 /// guest-file-read chunk; the agent refuses counts above 48 MiB.
 const FILE_READ_CHUNK: u64 = 1 << 20;
-
-/// What can go wrong while driving a guest.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A libvirt call (other than an agent command) failed.
-    #[error("libvirt: {0}")]
-    Libvirt(#[from] virt::error::Error),
-    /// A host-side command (a guest.sh function, qemu-img) failed or could not run.
-    #[error("`{command}` failed: {detail}")]
-    Command { command: String, detail: String },
-    /// libvirt or the agent refused a command: no agent channel, agent not
-    /// connected (yet), or the command failed inside the guest.
-    #[error("guest {guest}: agent command {command} failed: {message}")]
-    Agent { guest: String, command: String, message: String },
-    /// The agent answered, but not in the shape its QAPI schema promises.
-    #[error("guest {guest}: unexpected reply to {command}: {reply}")]
-    Protocol { guest: String, command: String, reply: String },
-    /// A bounded wait ran out; `context` holds what explains it (for a boot,
-    /// the console tail).
-    #[error("guest {guest}: {what} after {after:.1?}{context}")]
-    Timeout { guest: String, what: String, after: Duration, context: String },
-    /// The guest did not do what was asked, e.g. a command of [`Guest::sh`]
-    /// exited non-zero.
-    #[error("guest {guest}: {message}")]
-    Guest { guest: String, message: String },
-}
 
 /// How to create a [`Guest`].
 #[derive(Clone, Debug)]
@@ -68,6 +43,8 @@ pub struct GuestOptions {
 }
 
 impl GuestOptions {
+    /// Options for a guest named `<prefix>-<random>`, with an agent channel,
+    /// kept after the test only when `STACK_KEEP_GUESTS=1`.
     pub fn new(prefix: &str) -> Self {
         let keep = std::env::var("STACK_KEEP_GUESTS").is_ok_and(|v| v == "1");
         GuestOptions { prefix: prefix.to_owned(), agent: true, keep }
@@ -84,22 +61,28 @@ impl GuestOptions {
 pub struct ExecOutput {
     /// Exit status; `None` when the process was killed by a signal.
     pub exit_code: Option<i32>,
+    /// The signal that killed the process, if one did.
     pub signal: Option<i32>,
+    /// Everything the process wrote to stdout (decoded from the agent's base64).
     pub stdout: Vec<u8>,
+    /// Everything the process wrote to stderr.
     pub stderr: Vec<u8>,
     /// The agent cut the captured output (it keeps at most 16 MiB).
     pub truncated: bool,
 }
 
 impl ExecOutput {
+    /// The process exited with status 0.
     pub fn success(&self) -> bool {
         self.exit_code == Some(0)
     }
 
+    /// stdout as text, invalid UTF-8 replaced.
     pub fn stdout_lossy(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
 
+    /// stderr as text, invalid UTF-8 replaced.
     pub fn stderr_lossy(&self) -> String {
         String::from_utf8_lossy(&self.stderr).into_owned()
     }
@@ -168,6 +151,7 @@ impl Guest {
         Ok(guest)
     }
 
+    /// The libvirt domain name (`<prefix>-<8 hex digits>`).
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -177,10 +161,12 @@ impl Guest {
         self.uuid
     }
 
+    /// The libvirt handle of the guest's domain.
     pub fn domain(&self) -> &Domain {
         &self.domain
     }
 
+    /// The libvirt connection the domain handle belongs to.
     pub fn connection(&self) -> &Connect {
         &self.conn
     }
@@ -211,6 +197,7 @@ impl Guest {
         stack_dir().join("guest").join("base.raw")
     }
 
+    /// Where the guest's serial console is logged (`console.log` in [`Guest::dir`]).
     pub fn console_log_path(&self) -> PathBuf {
         self.dir.join("console.log")
     }
@@ -291,6 +278,7 @@ impl Guest {
         self.exec_timeout(script, DEFAULT_EXEC_TIMEOUT)
     }
 
+    /// [`Guest::exec`] with its own bound on how long the command may run.
     pub fn exec_timeout(&self, script: &str, timeout: Duration) -> Result<ExecOutput, Error> {
         let started = self.agent_command(
             "guest-exec",
@@ -434,14 +422,6 @@ impl Drop for Guest {
     }
 }
 
-/// Open [`LIBVIRT_URI`] without libvirt's default error handler, which
-/// prints every error to stderr, including the dozens of expected "agent is
-/// not connected" while a guest boots. Errors are still returned as values.
-pub(crate) fn connect() -> Result<Connect, virt::error::Error> {
-    virt::error::clear_error_callback();
-    Connect::open(Some(LIBVIRT_URI))
-}
-
 fn boot_timeout() -> Duration {
     std::env::var("STACK_GUEST_BOOT_TIMEOUT")
         .ok()
@@ -460,7 +440,7 @@ fn run_guest_sh(args: &[&str]) -> Result<String, Error> {
         .args(args)
         .env("STACK_DIR", stack_dir())
         .output()
-        .map_err(|e| Error::Command { command: args.join(" "), detail: format!("cannot run bash: {e}") })?;
+        .map_err(|source| Error::Spawn { command: args.join(" "), source })?;
     if !out.status.success() {
         return Err(Error::Command {
             command: args.join(" "),

@@ -28,11 +28,13 @@
 //! The guest fixture itself (kernel, initramfs, base disk, domain template) is
 //! built by `deploy/dev/guest.sh`; see `docs/guest-fixture.md`.
 
+mod error;
 mod guest;
 mod peers;
 mod stack;
 
-pub use guest::{Error, ExecOutput, Guest, GuestOptions};
+pub use error::Error;
+pub use guest::{ExecOutput, Guest, GuestOptions};
 pub use peers::{nova_peer, stack_sql};
 pub use stack::{
     libvirt_auth_file, libvirt_pki_dir, libvirt_tcp_uri_with_authfile, libvirt_tls_uri, libvirt_up, libvirtd_pid,

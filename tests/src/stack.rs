@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use virt::connect::{Connect, ConnectAuth, ConnectCredentialType};
 
-use crate::guest::Error;
+use crate::error::Error;
 
 /// The libvirt connection the stack's guests live on (`LIBVIRT_URI` in
 /// `deploy/dev/libvirt.sh`).
@@ -57,9 +57,9 @@ impl Component {
     /// Why this component is not usable, or `Ok` when it is.
     pub fn check(self) -> Result<(), String> {
         match self {
-            Component::Libvirt => crate::guest::connect()
-                .map(drop)
-                .map_err(|e| format!("cannot connect to {LIBVIRT_URI}: {}", e.message())),
+            Component::Libvirt => {
+                connect().map(drop).map_err(|e| format!("cannot connect to {LIBVIRT_URI}: {}", e.message()))
+            }
             Component::GuestFixture => {
                 let dir = stack_dir().join("guest");
                 let missing: Vec<String> = ["vmlinuz", "initramfs.img", "base.raw"]
@@ -149,7 +149,7 @@ pub fn libvirt_up() -> Result<(), Error> {
         .arg(repo_dir())
         .env("STACK_DIR", stack_dir())
         .output()
-        .map_err(|e| Error::Command { command: "libvirt_up".into(), detail: format!("cannot run bash: {e}") })?;
+        .map_err(|source| Error::Spawn { command: "libvirt_up".into(), source })?;
     if !out.status.success() {
         return Err(Error::Command {
             command: "libvirt_up".into(),
@@ -157,6 +157,14 @@ pub fn libvirt_up() -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+/// Open [`LIBVIRT_URI`] without libvirt's default error handler, which
+/// prints every error to stderr, including the dozens of expected "agent is
+/// not connected" while a guest boots. Errors are still returned as values.
+pub(crate) fn connect() -> Result<Connect, virt::error::Error> {
+    virt::error::clear_error_callback();
+    Connect::open(Some(LIBVIRT_URI))
 }
 
 fn tcp_check(addr: &str) -> Result<(), String> {
@@ -190,18 +198,15 @@ pub fn require(components: &[Component]) {
 /// `-U` (force share) because the image usually belongs to a running guest:
 /// QEMU holds a write lock on it and a plain `qemu-img info` is refused.
 pub fn qemu_img_info(path: &Path) -> Result<serde_json::Value, Error> {
-    let out =
-        Command::new("qemu-img").args(["info", "-U", "--output=json", "--backing-chain"]).arg(path).output().map_err(
-            |e| Error::Command { command: format!("qemu-img info {}", path.display()), detail: e.to_string() },
-        )?;
+    let command = format!("qemu-img info {}", path.display());
+    let out = Command::new("qemu-img")
+        .args(["info", "-U", "--output=json", "--backing-chain"])
+        .arg(path)
+        .output()
+        .map_err(|source| Error::Spawn { command: command.clone(), source })?;
     if !out.status.success() {
-        return Err(Error::Command {
-            command: format!("qemu-img info {}", path.display()),
-            detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
-        });
+        let detail = format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        return Err(Error::Command { command, detail });
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| Error::Command {
-        command: format!("qemu-img info {}", path.display()),
-        detail: format!("unparsable output: {e}"),
-    })
+    serde_json::from_slice(&out.stdout).map_err(|source| Error::Unparsable { command, source })
 }
