@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::SnapshotError;
+use crate::format::{DiskFormat, SourceType};
 use crate::qemu_img::{self, ImageInfo};
 
 /// Where the root disk's bytes live.
@@ -26,7 +27,7 @@ pub struct RootDisk {
     pub target: String,
     pub source: DiskSource,
     /// The driver `type` (`qcow2`, `raw`).
-    pub format: String,
+    pub format: DiskFormat,
 }
 
 impl RootDisk {
@@ -44,7 +45,7 @@ impl RootDisk {
             .and_then(|t| t.attribute("dev"))
             .ok_or_else(|| SnapshotError::NoRootDisk { reason: "disk without <target dev>".into() })?
             .to_owned();
-        let format = child("driver").and_then(|d| d.attribute("type")).unwrap_or("raw").to_owned();
+        let format = DiskFormat::from_name(child("driver").and_then(|d| d.attribute("type")).unwrap_or("raw"));
         let source = child("source");
         let attr = |name: &str| source.and_then(|s| s.attribute(name)).map(str::to_owned);
         let missing = |what: &str| SnapshotError::NoRootDisk { reason: format!("disk {target} has no {what}") };
@@ -74,11 +75,11 @@ impl RootDisk {
 
     /// nova's `get_disk_type_from_path`: `lvm` for `/dev…`, `rbd` for rbd,
     /// otherwise the driver format. Output defaults to this (lvm/rbd → raw).
-    pub fn source_type(&self) -> &str {
+    pub fn source_type(&self) -> SourceType {
         match &self.source {
-            DiskSource::Block(_) => "lvm",
-            DiskSource::Network { protocol, .. } if protocol == "rbd" => "rbd",
-            _ => &self.format,
+            DiskSource::Block(_) => SourceType::Lvm,
+            DiskSource::Network { protocol, .. } if protocol == "rbd" => SourceType::Rbd,
+            _ => SourceType::Image(self.format.clone()),
         }
     }
 
@@ -100,7 +101,7 @@ impl RootDisk {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainLayer {
     pub path: PathBuf,
-    pub format: String,
+    pub format: DiskFormat,
     pub virtual_size: u64,
     /// Bytes allocated on the host.
     pub actual_size: u64,
@@ -114,7 +115,7 @@ pub struct BackingChain {
 
 impl BackingChain {
     /// Reads the chain of `path` opened as `format`.
-    pub fn read(path: &Path, format: &str) -> Result<Self, SnapshotError> {
+    pub fn read(path: &Path, format: &DiskFormat) -> Result<Self, SnapshotError> {
         let infos = qemu_img::info_chain(path, Some(format))?;
         Self::from_infos(infos)
     }
@@ -127,7 +128,7 @@ impl BackingChain {
             .into_iter()
             .map(|i| ChainLayer {
                 path: PathBuf::from(i.filename),
-                format: i.format,
+                format: DiskFormat::from_name(&i.format),
                 virtual_size: i.virtual_size,
                 actual_size: i.actual_size,
             })
@@ -215,9 +216,9 @@ mod tests {
     fn first_disk_device_is_the_root_disk() {
         let d = RootDisk::from_domain_xml(FILE_XML).unwrap();
         assert_eq!(d.target, "vda");
-        assert_eq!(d.format, "qcow2");
+        assert_eq!(d.format, DiskFormat::Qcow2);
         assert_eq!(d.source, DiskSource::File("/var/lib/nova/instances/u/disk".into()));
-        assert_eq!(d.source_type(), "qcow2");
+        assert_eq!(d.source_type(), SourceType::Image(DiskFormat::Qcow2));
     }
 
     #[test]
@@ -225,13 +226,13 @@ mod tests {
         let block = r#"<domain><devices><disk type='block' device='disk'><driver type='raw'/>
             <source dev='/dev/vg/inst_disk'/><target dev='vda'/></disk></devices></domain>"#;
         let d = RootDisk::from_domain_xml(block).unwrap();
-        assert_eq!(d.source_type(), "lvm");
+        assert_eq!(d.source_type(), SourceType::Lvm);
         assert!(d.ensure_local().is_ok());
         let rbd = r#"<domain><devices><disk type='network' device='disk'><driver type='raw'/>
             <source protocol='rbd' name='vms/uuid_disk'><host name='mon1' port='6789'/></source>
             <target dev='vda'/></disk></devices></domain>"#;
         let d = RootDisk::from_domain_xml(rbd).unwrap();
-        assert_eq!(d.source_type(), "rbd");
+        assert_eq!(d.source_type(), SourceType::Rbd);
         assert!(matches!(d.ensure_local(), Err(SnapshotError::RbdNotSupported { name }) if name == "vms/uuid_disk"));
     }
 
@@ -257,8 +258,8 @@ mod tests {
     fn chain_sizes() {
         let chain = BackingChain {
             layers: vec![
-                ChainLayer { path: "/top".into(), format: "qcow2".into(), virtual_size: 100, actual_size: 30 },
-                ChainLayer { path: "/base".into(), format: "raw".into(), virtual_size: 100, actual_size: 90 },
+                ChainLayer { path: "/top".into(), format: DiskFormat::Qcow2, virtual_size: 100, actual_size: 30 },
+                ChainLayer { path: "/base".into(), format: DiskFormat::Raw, virtual_size: 100, actual_size: 90 },
             ],
         };
         assert_eq!(chain.allocation(), 100);

@@ -3,6 +3,7 @@
 //! strategy (discovery, free space, journal, work directory, error-path
 //! undo). Blocking work runs on `spawn_blocking` for async callers.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,9 +13,10 @@ use virt::domain::Domain;
 use crate::config::EngineConfig;
 use crate::disk::{BackingChain, RootDisk};
 use crate::error::SnapshotError;
-use crate::hypervisor::{domain_power_state, HostCapabilities, Hypervisor, PowerState};
+use crate::format::ImageFormat;
+use crate::hypervisor::{read_domain_state, DomainState, HostCapabilities, HostVersions, Hypervisor};
 use crate::journal::{Journal, JournalEntry, Step};
-use crate::output::{ensure_space, CancelToken, FileSink, ImageFormat, ImageSink, Progress, ProgressFn, WorkDir};
+use crate::output::{ensure_space, CancelToken, FileSink, ImageSink, Progress, ProgressFn, WorkDir};
 use crate::quiesce::{self, QuiescePolicy, QuiesceWindow};
 use crate::recovery::{self, RecoveryReport};
 use crate::strategy::{self, select_strategy, Ctx, SelectionInput, SnapshotStrategy};
@@ -80,7 +82,7 @@ pub struct SnapshotSummary {
     /// The freeze window, when the guest was quiesced.
     pub quiesce: Option<QuiesceWindow>,
     pub disk: RootDisk,
-    pub power_state: PowerState,
+    pub domain_state: DomainState,
     pub elapsed: Duration,
 }
 
@@ -100,7 +102,7 @@ pub struct SnapshotOutcome {
     /// The freeze window, when the guest was quiesced.
     pub quiesce: Option<QuiesceWindow>,
     pub disk: RootDisk,
-    pub power_state: PowerState,
+    pub domain_state: DomainState,
     pub elapsed: Duration,
 }
 
@@ -116,7 +118,7 @@ struct Discovery {
     domain: Domain,
     disk: RootDisk,
     chain: BackingChain,
-    power_state: PowerState,
+    domain_state: DomainState,
     caps: HostCapabilities,
     agent_channel: bool,
 }
@@ -131,7 +133,7 @@ impl SnapshotEngine {
 
     /// [`SnapshotEngine::open`] off the async runtime.
     pub async fn connect(cfg: EngineConfig) -> Result<Arc<Self>, SnapshotError> {
-        blocking(move || Self::open(cfg).map(Arc::new)).await
+        blocking("connect", move || Self::open(cfg).map(Arc::new)).await
     }
 
     pub fn hypervisor(&self) -> &Hypervisor {
@@ -151,12 +153,12 @@ impl SnapshotEngine {
         let xml = domain.xml_desc(0).map_err(|e| SnapshotError::for_domain("XMLDesc", uuid, e))?;
         let disk = RootDisk::from_domain_xml(&xml)?;
         let path = disk.ensure_local()?.to_owned();
-        let power_state = domain_power_state(&domain, uuid)?;
+        let domain_state = read_domain_state(&domain, uuid)?;
         let caps = self.hv.capabilities(&virt_type(&xml))?;
         let chain = BackingChain::read(&path, &disk.format)?;
         // nova trusts hw_qemu_guest_agent; the XML tells whether a freeze can work.
         let agent_channel = crate::disk::has_agent_channel(&xml);
-        Ok(Discovery { domain, disk, chain, power_state, caps, agent_channel })
+        Ok(Discovery { domain, disk, chain, domain_state, caps, agent_channel })
     }
 
     /// The strategy a snapshot of this instance would use now (blocking).
@@ -169,7 +171,7 @@ impl SnapshotEngine {
         let input = SelectionInput {
             disable_libvirt_livesnapshot: self.cfg.disable_libvirt_livesnapshot,
             preferred: self.cfg.live_strategy,
-            power_state: d.power_state,
+            domain_state: d.domain_state,
             caps: d.caps,
             disk: &d.disk,
         };
@@ -236,7 +238,7 @@ impl SnapshotEngine {
             strategy: taken.summary.strategy,
             quiesce: taken.summary.quiesce,
             disk: taken.summary.disk,
-            power_state: taken.summary.power_state,
+            domain_state: taken.summary.domain_state,
             elapsed: taken.summary.elapsed,
         })
     }
@@ -277,11 +279,11 @@ impl SnapshotEngine {
         }
         let out_format = match self.cfg.snapshot_image_format {
             Some(f) => f,
-            None => ImageFormat::for_source(d.disk.source_type())?,
+            None => default_format(&d.disk)?,
         };
         let span = tracing::info_span!("snapshot", domain = uuid, strategy = strategy.as_str());
         let _enter = span.enter();
-        tracing::info!(disk = d.disk.target, format = out_format.as_str(), power = ?d.power_state, "snapshot starting");
+        tracing::info!(disk = d.disk.target, format = out_format.as_str(), state = ?d.domain_state, "snapshot starting");
         ensure_space(&self.cfg.snapshots_directory, self.space_needed(strategy, &d.chain, out_format))?;
 
         let mut entry = self.journal.begin(uuid, strategy.as_str())?;
@@ -311,7 +313,7 @@ impl SnapshotEngine {
                         virtual_size: d.chain.virtual_size(),
                         quiesce,
                         disk: d.disk,
-                        power_state: d.power_state,
+                        domain_state: d.domain_state,
                         elapsed: started.elapsed(),
                     },
                 })
@@ -351,7 +353,7 @@ impl SnapshotEngine {
             uuid: &req.instance_uuid,
             disk: &d.disk,
             chain: &d.chain,
-            power_state: d.power_state,
+            domain_state: d.domain_state,
             caps: d.caps,
             agent_channel: d.agent_channel,
             workdir: workdir.path(),
@@ -395,25 +397,71 @@ impl SnapshotEngine {
         }
     }
 
-    /// Takes a snapshot off the async runtime. Dropping the returned future
-    /// cancels the snapshot (the blocking side then cleans up).
+    /// [`SnapshotEngine::snapshot_blocking`] on a blocking thread, for async
+    /// callers. `cancel` resolves when the caller wants the snapshot stopped
+    /// (e.g. the service is stopping; pass `std::future::pending()` for
+    /// never): the snapshot is then cancelled, and this still waits until
+    /// the blocking side has put the guest back (thawed, resumed, persistent,
+    /// job-free) before returning — [`SnapshotError::Cancelled`], or the
+    /// outcome when the snapshot finished first. Dropping the future cancels
+    /// too, without waiting. A panic in the worker thread (the undo has run
+    /// by then) is [`SnapshotError::WorkerFailed`].
     pub async fn snapshot(
         self: &Arc<Self>,
         req: SnapshotRequest,
         progress: Option<ProgressFn>,
+        cancel: impl Future<Output = ()>,
     ) -> Result<SnapshotOutcome, SnapshotError> {
-        let cancel = CancelToken::new();
-        let _on_drop = CancelOnDrop(cancel.clone());
+        let token = CancelToken::new();
+        let _on_drop = CancelOnDrop(token.clone());
+        let uuid = req.instance_uuid.clone();
         let engine = Arc::clone(self);
-        blocking(move || {
+        let worker_token = token.clone();
+        let mut job = tokio::task::spawn_blocking(move || {
             let report = |p: Progress| {
                 if let Some(f) = &progress {
                     f(p)
                 }
             };
-            engine.snapshot_blocking(&req, &report, &cancel)
+            engine.snapshot_blocking(&req, &report, &worker_token)
+        });
+        let cancel = std::pin::pin!(cancel);
+        let joined = tokio::select! {
+            joined = &mut job => joined,
+            () = cancel => {
+                tracing::warn!(domain = uuid, "snapshot cancelled by the caller; waiting until the guest is back");
+                token.cancel();
+                job.await
+            }
+        };
+        joined.map_err(|source| SnapshotError::WorkerFailed { operation: "snapshot", source })?
+    }
+
+    /// Whether a domain with this UUID is defined on this host (nova's
+    /// `_host.get_guest`): `Ok(false)` when libvirt has none.
+    pub async fn domain_exists(self: &Arc<Self>, uuid: &str) -> Result<bool, SnapshotError> {
+        let engine = Arc::clone(self);
+        let uuid = uuid.to_owned();
+        blocking("domain lookup", move || match engine.hv.domain(&uuid) {
+            Ok(_) => Ok(true),
+            Err(SnapshotError::DomainNotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
         })
         .await
+    }
+
+    /// [`Hypervisor::domain_state`] on a blocking thread: the domain's state
+    /// read fresh from libvirt ([`SnapshotError::DomainNotFound`] when it is gone).
+    pub async fn domain_state(self: &Arc<Self>, uuid: &str) -> Result<DomainState, SnapshotError> {
+        let engine = Arc::clone(self);
+        let uuid = uuid.to_owned();
+        blocking("domain state", move || engine.hv.domain_state(&uuid)).await
+    }
+
+    /// [`Hypervisor::versions`] on a blocking thread (for the start-up log).
+    pub async fn host_versions(self: &Arc<Self>) -> Result<HostVersions, SnapshotError> {
+        let engine = Arc::clone(self);
+        blocking("host versions", move || engine.hv.versions()).await
     }
 
     /// Undoes what crashed snapshots left (blocking); run once at start-up.
@@ -428,7 +476,7 @@ impl SnapshotEngine {
     /// [`SnapshotEngine::recover_blocking`] off the async runtime.
     pub async fn recover(self: &Arc<Self>) -> Result<RecoveryReport, SnapshotError> {
         let engine = Arc::clone(self);
-        blocking(move || engine.recover_blocking()).await
+        blocking("recover", move || engine.recover_blocking()).await
     }
 
     /// nova `quiesce_instance`: freezes the guest's filesystems and leaves
@@ -455,13 +503,13 @@ impl SnapshotEngine {
     /// [`SnapshotEngine::quiesce_blocking`] off the async runtime.
     pub async fn quiesce(self: &Arc<Self>, uuid: String, policy: QuiescePolicy) -> Result<(), SnapshotError> {
         let engine = Arc::clone(self);
-        blocking(move || engine.quiesce_blocking(&uuid, policy)).await
+        blocking("quiesce", move || engine.quiesce_blocking(&uuid, policy)).await
     }
 
     /// [`SnapshotEngine::unquiesce_blocking`] off the async runtime.
     pub async fn unquiesce(self: &Arc<Self>, uuid: String) -> Result<u32, SnapshotError> {
         let engine = Arc::clone(self);
-        blocking(move || engine.unquiesce_blocking(&uuid)).await
+        blocking("unquiesce", move || engine.unquiesce_blocking(&uuid)).await
     }
 }
 
@@ -474,13 +522,19 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// Runs the blocking engine call `operation` on tokio's blocking pool; a
+/// worker that panicked (or was cancelled) is [`SnapshotError::WorkerFailed`].
 async fn blocking<T: Send + 'static>(
+    operation: &'static str,
     f: impl FnOnce() -> Result<T, SnapshotError> + Send + 'static,
 ) -> Result<T, SnapshotError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| SnapshotError::JobFailed {
-        job: "snapshot",
-        message: if e.is_panic() { "the snapshot thread panicked".into() } else { e.to_string() },
-    })?
+    tokio::task::spawn_blocking(f).await.map_err(|source| SnapshotError::WorkerFailed { operation, source })?
+}
+
+/// nova's default snapshot format for this disk (`snapshot_image_format` unset).
+fn default_format(disk: &RootDisk) -> Result<ImageFormat, SnapshotError> {
+    ImageFormat::for_source(&disk.source_type())
+        .ok_or_else(|| SnapshotError::NoSnapshotFormat { format: disk.format.clone() })
 }
 
 /// The domain XML's `type` (`qemu`, `kvm`).
@@ -489,4 +543,59 @@ fn virt_type(xml: &str) -> String {
         .ok()
         .and_then(|d| d.root_element().attribute("type").map(str::to_owned))
         .unwrap_or_else(|| "kvm".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default domain of libvirt's in-process test driver (no daemon).
+    const TEST_DOMAIN: &str = "6695eb01-f6a4-8304-79aa-97f2502e193f";
+    const MISSING: &str = "00000000-0000-0000-0000-000000000001";
+
+    fn test_engine(root: &Path) -> Arc<SnapshotEngine> {
+        let cfg = EngineConfig {
+            connection_uri: "test:///default".into(),
+            snapshots_directory: root.join("snapshots"),
+            journal_directory: root.join("journal"),
+            ..EngineConfig::default()
+        };
+        Arc::new(SnapshotEngine::open(cfg).expect("test driver"))
+    }
+
+    #[tokio::test]
+    async fn async_lookups_need_no_blocking_thread_of_the_caller() {
+        let root = tempfile::tempdir().unwrap();
+        let engine = test_engine(root.path());
+        assert!(engine.domain_exists(TEST_DOMAIN).await.unwrap());
+        assert!(!engine.domain_exists(MISSING).await.unwrap());
+        assert_eq!(engine.domain_state(TEST_DOMAIN).await.unwrap(), DomainState::Running);
+        assert!(matches!(engine.domain_state(MISSING).await, Err(SnapshotError::DomainNotFound { .. })));
+        assert_eq!(engine.host_versions().await.unwrap().hypervisor_type, "TEST");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_snapshot_still_returns_what_the_worker_ended_with() {
+        let root = tempfile::tempdir().unwrap();
+        let engine = test_engine(root.path());
+        let req = SnapshotRequest {
+            instance_uuid: MISSING.into(),
+            name: "n".into(),
+            quiesce: QuiescePolicy::default(),
+            strategy: None,
+        };
+        // Cancelled at once: the worker is still awaited, and its own result comes back.
+        let r = engine.snapshot(req, None, std::future::ready(())).await;
+        assert!(matches!(r, Err(SnapshotError::DomainNotFound { .. }) | Err(SnapshotError::Cancelled)), "{r:?}");
+        assert!(root.path().join("journal").read_dir().unwrap().next().is_none(), "no journal record left");
+    }
+
+    #[tokio::test]
+    async fn a_panicked_worker_is_a_typed_error_with_its_cause() {
+        let r: Result<(), _> = blocking("snapshot", || panic!("boom")).await;
+        match r {
+            Err(SnapshotError::WorkerFailed { operation: "snapshot", source }) => assert!(source.is_panic()),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -5,6 +5,8 @@
 //! nothing here knows nova's exception names.
 
 use std::path::PathBuf;
+
+use crate::format::DiskFormat;
 use std::time::Duration;
 
 /// What went wrong talking to libvirt or making a snapshot.
@@ -90,6 +92,26 @@ pub enum SnapshotError {
         context: String,
         #[source]
         source: std::io::Error,
+    },
+
+    /// The root disk's format is one no snapshot can be written in (nova:
+    /// only raw, qcow2, vmdk and vdi); `[libvirt] snapshot_image_format` must be set.
+    #[error("source format {format} has no snapshot format; set [libvirt] snapshot_image_format")]
+    NoSnapshotFormat {
+        /// The root disk's format.
+        format: DiskFormat,
+    },
+
+    /// The blocking worker thread that ran an engine call panicked or was
+    /// cancelled by the runtime before it returned (`operation` names the
+    /// call: `snapshot`, `recover`, ...).
+    #[error("the {operation} worker thread failed")]
+    WorkerFailed {
+        /// The engine call the thread ran.
+        operation: &'static str,
+        /// The runtime's report (panicked or cancelled).
+        #[source]
+        source: tokio::task::JoinError,
     },
 
     /// The crash journal could not be written or read.

@@ -1,5 +1,5 @@
 //! The connection to libvirtd and what the compute service asks of it before
-//! any snapshot: versions, capabilities, the hypervisor type, a domain's power
+//! any snapshot: versions, capabilities, the hypervisor type, a domain's
 //! state. Owns keepalive, the close callback and reconnection, and registers
 //! the domain event callbacks the strategies wait on.
 //!
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use virt::connect::Connect;
-use virt::domain::{Domain, DomainState};
+use virt::domain::Domain;
 
 use crate::error::{SnapshotError, VIR_ERR_AUTH_CANCELLED, VIR_ERR_AUTH_FAILED, VIR_ERR_AUTH_UNAVAILABLE};
 use crate::events;
@@ -121,29 +121,46 @@ impl std::fmt::Display for Version {
     }
 }
 
-/// nova's `power_state` values, as nova's libvirt driver maps domain states
-/// (`LIBVIRT_POWER_STATE`): blocked counts as running, shutoff as shutdown,
-/// pmsuspended as suspended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PowerState {
-    NoState = 0,
-    Running = 1,
-    Paused = 3,
-    Shutdown = 4,
-    Crashed = 6,
-    Suspended = 7,
+/// A domain's state as libvirt reports it (`virDomainState`). nova maps it
+/// to its own power state (`LIBVIRT_POWER_STATE`); this crate does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DomainState {
+    /// `VIR_DOMAIN_NOSTATE` (also any state this libvirt binding does not know).
+    NoState,
+    /// `VIR_DOMAIN_RUNNING`.
+    Running,
+    /// `VIR_DOMAIN_BLOCKED`: running, blocked on a resource.
+    Blocked,
+    /// `VIR_DOMAIN_PAUSED`: vCPUs paused (by us, a user, or an I/O error).
+    Paused,
+    /// `VIR_DOMAIN_SHUTDOWN`: being shut down.
+    Shutdown,
+    /// `VIR_DOMAIN_SHUTOFF`: not running.
+    Shutoff,
+    /// `VIR_DOMAIN_CRASHED`.
+    Crashed,
+    /// `VIR_DOMAIN_PMSUSPENDED`: suspended by guest power management.
+    PmSuspended,
 }
 
-impl PowerState {
-    pub(crate) fn from_libvirt(state: DomainState) -> Self {
+impl DomainState {
+    pub(crate) fn from_libvirt(state: virt::domain::DomainState) -> Self {
+        use virt::domain::DomainState as V;
         match state {
-            DomainState::NoState => PowerState::NoState,
-            DomainState::Running | DomainState::Blocked => PowerState::Running,
-            DomainState::Paused => PowerState::Paused,
-            DomainState::Shutdown | DomainState::Shutoff => PowerState::Shutdown,
-            DomainState::Crashed => PowerState::Crashed,
-            DomainState::PMSuspended => PowerState::Suspended,
+            V::NoState => DomainState::NoState,
+            V::Running => DomainState::Running,
+            V::Blocked => DomainState::Blocked,
+            V::Paused => DomainState::Paused,
+            V::Shutdown => DomainState::Shutdown,
+            V::Shutoff => DomainState::Shutoff,
+            V::Crashed => DomainState::Crashed,
+            V::PMSuspended => DomainState::PmSuspended,
         }
+    }
+
+    /// The vCPUs run (running or blocked): the guest agent can answer.
+    pub fn is_running(self) -> bool {
+        matches!(self, DomainState::Running | DomainState::Blocked)
     }
 }
 
@@ -252,17 +269,18 @@ impl Hypervisor {
         ffi::block_job_info(&domain, target).map_err(|e| SnapshotError::for_domain("blockJobInfo", uuid, e))
     }
 
-    /// The power state of the domain whose UUID is the instance's UUID, read
-    /// fresh from libvirt (nova: `get_info(use_cache=False).state`).
-    pub fn power_state(&self, uuid: &str) -> Result<PowerState, SnapshotError> {
+    /// The state of the domain whose UUID is the instance's UUID, read fresh
+    /// from libvirt (what nova's `get_info(use_cache=False).state` maps).
+    pub fn domain_state(&self, uuid: &str) -> Result<DomainState, SnapshotError> {
         let domain = self.domain(uuid)?;
-        domain_power_state(&domain, uuid)
+        read_domain_state(&domain, uuid)
     }
 }
 
-pub(crate) fn domain_power_state(domain: &Domain, uuid: &str) -> Result<PowerState, SnapshotError> {
+/// `virDomainGetState` of `domain` (whose UUID is `uuid`).
+pub(crate) fn read_domain_state(domain: &Domain, uuid: &str) -> Result<DomainState, SnapshotError> {
     let (state, _reason) = domain.state().map_err(|e| SnapshotError::for_domain("state", uuid, e))?;
-    Ok(state.known().map(PowerState::from_libvirt).unwrap_or(PowerState::NoState))
+    Ok(state.known().map(DomainState::from_libvirt).unwrap_or(DomainState::NoState))
 }
 
 /// Classifies a failed `virConnectOpenAuth` of `uri`: credentials
@@ -309,10 +327,13 @@ mod tests {
     }
 
     #[test]
-    fn power_states_follow_nova_mapping() {
-        assert_eq!(PowerState::from_libvirt(DomainState::Blocked), PowerState::Running);
-        assert_eq!(PowerState::from_libvirt(DomainState::Shutoff), PowerState::Shutdown);
-        assert_eq!(PowerState::from_libvirt(DomainState::PMSuspended), PowerState::Suspended);
+    fn domain_states_are_libvirts_own() {
+        use virt::domain::DomainState as V;
+        assert_eq!(DomainState::from_libvirt(V::Blocked), DomainState::Blocked);
+        assert_eq!(DomainState::from_libvirt(V::Shutoff), DomainState::Shutoff);
+        assert_eq!(DomainState::from_libvirt(V::PMSuspended), DomainState::PmSuspended);
+        assert!(DomainState::Blocked.is_running() && DomainState::Running.is_running());
+        assert!(!DomainState::Paused.is_running() && !DomainState::Shutoff.is_running());
     }
 
     #[test]
@@ -325,9 +346,9 @@ mod tests {
         assert_eq!(v.hypervisor_type, "TEST");
         // The default test domain "test" is running.
         let uuid = "6695eb01-f6a4-8304-79aa-97f2502e193f";
-        assert_eq!(hv.power_state(uuid).unwrap(), PowerState::Running);
+        assert_eq!(hv.domain_state(uuid).unwrap(), DomainState::Running);
         let missing = "00000000-0000-0000-0000-000000000001";
-        assert!(matches!(hv.power_state(missing), Err(SnapshotError::DomainNotFound { .. })));
+        assert!(matches!(hv.domain_state(missing), Err(SnapshotError::DomainNotFound { .. })));
         // Not QEMU: no live strategy, no quiesce.
         let caps = hv.capabilities("test").unwrap();
         assert!(!caps.qemu && !caps.backup && !caps.block_copy_transient);

@@ -28,6 +28,7 @@
 //!             strategy: None,
 //!         },
 //!         None,
+//!         std::future::pending(), // or: a future that resolves on shutdown
 //!     )
 //!     .await?;
 //! println!("{} ({:?})", outcome.image.path().display(), outcome.strategy);
@@ -44,6 +45,7 @@ mod error;
 mod events;
 #[allow(unsafe_code)]
 mod ffi;
+mod format;
 mod hypervisor;
 mod journal;
 mod output;
@@ -52,20 +54,19 @@ mod quiesce;
 mod recovery;
 mod strategy;
 
-pub use config::{EngineConfig, LiveStrategy};
+pub use config::{EngineConfig, LiveStrategy, UnknownName};
 pub use disk::{BackingChain, ChainLayer, DiskSource, RootDisk};
 pub use engine::{SnapshotEngine, SnapshotImage, SnapshotOutcome, SnapshotRequest, SnapshotSummary};
 pub use error::SnapshotError;
 pub use events::{BlockJobStatus, BlockJobType, DomainEvent, JobCompleted};
 pub use ffi::{BlockCopyFlags, BlockCopyParams, BlockJobInfo};
+pub use format::{DiskFormat, ImageFormat, SourceType};
 pub use hypervisor::{
-    default_connection_uri, HostCapabilities, HostVersions, Hypervisor, PowerState, Version, KEEPALIVE_COUNT,
+    default_connection_uri, DomainState, HostCapabilities, HostVersions, Hypervisor, Version, KEEPALIVE_COUNT,
     KEEPALIVE_INTERVAL_S,
 };
 pub use journal::{Journal, JournalRecord, Step};
-pub use output::{
-    available_space, CancelToken, DiskView, FileSink, ImageFormat, ImageSink, Phase, Progress, ProgressFn,
-};
+pub use output::{available_space, CancelToken, DiskView, FileSink, ImageSink, Phase, Progress, ProgressFn};
 pub use quiesce::{QuiescePolicy, QuiesceWindow};
 pub use recovery::{recover, RecoveryAction, RecoveryReport};
 pub use strategy::{select_strategy, SelectionInput, SnapshotStrategy};

@@ -17,49 +17,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::error::SnapshotError;
+use crate::format::{DiskFormat, ImageFormat};
 use crate::qemu_img;
-
-/// The output image format (`[libvirt] snapshot_image_format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ImageFormat {
-    Raw,
-    Qcow2,
-    Vmdk,
-    Vdi,
-}
-
-impl ImageFormat {
-    /// The `qemu-img` / Glance `disk_format` name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ImageFormat::Raw => "raw",
-            ImageFormat::Qcow2 => "qcow2",
-            ImageFormat::Vmdk => "vmdk",
-            ImageFormat::Vdi => "vdi",
-        }
-    }
-
-    /// nova: `snapshot_image_format or source_type`, lvm and rbd → raw.
-    pub fn for_source(source_type: &str) -> Result<Self, SnapshotError> {
-        match source_type {
-            "raw" | "lvm" | "rbd" => Ok(ImageFormat::Raw),
-            "qcow2" => Ok(ImageFormat::Qcow2),
-            "vmdk" => Ok(ImageFormat::Vmdk),
-            "vdi" => Ok(ImageFormat::Vdi),
-            other => Err(SnapshotError::NoRootDisk {
-                reason: format!("source format '{other}' has no snapshot format; set [libvirt] snapshot_image_format"),
-            }),
-        }
-    }
-}
 
 /// A point-in-time view of the root disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DiskView {
     /// An image file that does not change while the view is held. It may
     /// have a backing chain (`standalone == false`); sinks read through it.
-    Image { path: PathBuf, format: String, standalone: bool, virtual_size: u64 },
+    Image { path: PathBuf, format: DiskFormat, standalone: bool, virtual_size: u64 },
 }
 
 /// A caller-side cancellation flag, polled by every wait and copy loop.
@@ -130,7 +96,7 @@ impl FileSink {
     fn can_adopt(&self, view: &DiskView) -> bool {
         let DiskView::Image { path, format, standalone, .. } = view;
         *standalone
-            && format == self.format.as_str()
+            && *format == DiskFormat::from(self.format)
             && !(self.compress && self.format == ImageFormat::Qcow2)
             && path.parent() == self.path.parent()
     }
@@ -156,7 +122,7 @@ impl ImageSink for FileSink {
                     source: path,
                     source_format: format,
                     dest: &self.path,
-                    dest_format: self.format.as_str(),
+                    dest_format: self.format,
                     compress: self.compress,
                 },
                 |f| progress(Progress { phase: Phase::Write, done: (f * total as f64) as u64, total }),
@@ -257,14 +223,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn output_format_follows_nova() {
-        assert_eq!(ImageFormat::for_source("lvm").unwrap(), ImageFormat::Raw);
-        assert_eq!(ImageFormat::for_source("rbd").unwrap(), ImageFormat::Raw);
-        assert_eq!(ImageFormat::for_source("qcow2").unwrap(), ImageFormat::Qcow2);
-        assert!(ImageFormat::for_source("ploop").is_err());
-    }
-
-    #[test]
     fn workdir_is_0701_and_removed_on_drop() {
         let root = tempfile::tempdir().unwrap();
         let path = WorkDir::plan(&root.path().join("snapshots"));
@@ -294,7 +252,7 @@ mod tests {
         let src = root.path().join("view.qcow2");
         qemu_img::create_qcow2(&src, 1 << 20, None).unwrap();
         let view =
-            DiskView::Image { path: src.clone(), format: "qcow2".into(), standalone: true, virtual_size: 1 << 20 };
+            DiskView::Image { path: src.clone(), format: DiskFormat::Qcow2, standalone: true, virtual_size: 1 << 20 };
         let out = root.path().join("out");
         let mut raw = FileSink { path: root.path().join("out.raw"), format: ImageFormat::Raw, compress: false };
         assert!(!raw.can_adopt(&view));

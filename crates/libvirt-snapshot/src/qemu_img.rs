@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::SnapshotError;
+use crate::format::{DiskFormat, ImageFormat};
 
 const QEMU_IMG: &str = "qemu-img";
 
@@ -47,11 +48,11 @@ fn run(command: &'static str, cmd: &mut Command) -> Result<Vec<u8>, SnapshotErro
 }
 
 /// The image at `path` and every backing file below it, top first.
-pub fn info_chain(path: &Path, format: Option<&str>) -> Result<Vec<ImageInfo>, SnapshotError> {
+pub fn info_chain(path: &Path, format: Option<&DiskFormat>) -> Result<Vec<ImageInfo>, SnapshotError> {
     let mut cmd = Command::new(QEMU_IMG);
     cmd.args(["info", "--force-share", "--backing-chain", "--output=json"]);
     if let Some(f) = format {
-        cmd.args(["-f", f]);
+        cmd.args(["-f", f.as_str()]);
     }
     cmd.arg(path);
     let out = run("info", &mut cmd)?;
@@ -69,11 +70,11 @@ pub fn info(path: &Path) -> Result<ImageInfo, SnapshotError> {
 
 /// A qcow2 of `size` bytes over `backing` (absolute path, explicit format: QEMU
 /// refuses to probe a backing file's format), or a plain one without.
-pub fn create_qcow2(path: &Path, size: u64, backing: Option<(&Path, &str)>) -> Result<(), SnapshotError> {
+pub fn create_qcow2(path: &Path, size: u64, backing: Option<(&Path, &DiskFormat)>) -> Result<(), SnapshotError> {
     let mut cmd = Command::new(QEMU_IMG);
     cmd.args(["create", "-q", "-f", "qcow2"]);
     if let Some((file, fmt)) = backing {
-        cmd.arg("-b").arg(file).args(["-F", fmt]);
+        cmd.arg("-b").arg(file).args(["-F", fmt.as_str()]);
     }
     cmd.arg(path).arg(size.to_string());
     run("create", &mut cmd).map(|_| ())
@@ -83,9 +84,9 @@ pub fn create_qcow2(path: &Path, size: u64, backing: Option<(&Path, &str)>) -> R
 #[derive(Debug, Clone)]
 pub struct Convert<'a> {
     pub source: &'a Path,
-    pub source_format: &'a str,
+    pub source_format: &'a DiskFormat,
     pub dest: &'a Path,
-    pub dest_format: &'a str,
+    pub dest_format: ImageFormat,
     /// `-c` (only meaningful for qcow2).
     pub compress: bool,
 }
@@ -99,8 +100,18 @@ pub fn convert(
     cancelled: impl Fn() -> bool,
 ) -> Result<(), SnapshotError> {
     let mut cmd = Command::new(QEMU_IMG);
-    cmd.args(["convert", "-p", "-U", "-t", "writeback", "-f", job.source_format, "-O", job.dest_format]);
-    if job.compress && job.dest_format == "qcow2" {
+    cmd.args([
+        "convert",
+        "-p",
+        "-U",
+        "-t",
+        "writeback",
+        "-f",
+        job.source_format.as_str(),
+        "-O",
+        job.dest_format.as_str(),
+    ]);
+    if job.compress && job.dest_format == ImageFormat::Qcow2 {
         cmd.arg("-c");
     }
     cmd.arg(job.source).arg(job.dest);
@@ -192,14 +203,20 @@ mod tests {
         let top = dir.path().join("top.qcow2");
         let flat = dir.path().join("flat.qcow2");
         create_qcow2(&base, 4 << 20, None).unwrap();
-        create_qcow2(&top, 4 << 20, Some((&base, "qcow2"))).unwrap();
-        let chain = info_chain(&top, Some("qcow2")).unwrap();
+        create_qcow2(&top, 4 << 20, Some((&base, &DiskFormat::Qcow2))).unwrap();
+        let chain = info_chain(&top, Some(&DiskFormat::Qcow2)).unwrap();
         assert_eq!(chain.len(), 2);
         assert_eq!(chain[0].virtual_size, 4 << 20);
         assert_eq!(backing_path(&chain[0]).as_deref(), Some(base.as_path()));
         let mut last = 0.0;
         convert(
-            &Convert { source: &top, source_format: "qcow2", dest: &flat, dest_format: "qcow2", compress: true },
+            &Convert {
+                source: &top,
+                source_format: &DiskFormat::Qcow2,
+                dest: &flat,
+                dest_format: ImageFormat::Qcow2,
+                compress: true,
+            },
             |f| last = f,
             || false,
         )
@@ -209,9 +226,9 @@ mod tests {
         let err = convert(
             &Convert {
                 source: &dir.path().join("nope"),
-                source_format: "raw",
+                source_format: &DiskFormat::Raw,
                 dest: &flat,
-                dest_format: "raw",
+                dest_format: ImageFormat::Raw,
                 compress: false,
             },
             |_| {},

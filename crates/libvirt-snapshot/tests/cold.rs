@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use libvirt_snapshot::{
-    CancelToken, FileSink, ImageFormat, Phase, PowerState, Progress, QuiescePolicy, SnapshotEngine, SnapshotRequest,
+    CancelToken, FileSink, ImageFormat, Phase, Progress, QuiescePolicy, SnapshotEngine, SnapshotRequest,
     SnapshotStrategy,
 };
 use virt::domain::DomainState;
@@ -39,10 +39,12 @@ fn cold_pauses_a_running_guest_and_never_starts_a_shut_off_one() {
         quiesce: QuiescePolicy { agent_enabled: true, required: true },
         strategy: Some(SnapshotStrategy::Cold),
     };
-    let out = rt.block_on(engine.snapshot(req, Some(progress))).unwrap_or_else(|e| panic!("cold snapshot: {e}"));
+    let out = rt
+        .block_on(engine.snapshot(req, Some(progress), std::future::pending()))
+        .unwrap_or_else(|e| panic!("cold snapshot: {e}"));
     eprintln!("MEASURE Cold running: {:?}, freeze window {:?}", out.elapsed, out.quiesce.map(|w| w.duration));
     assert_eq!(out.strategy, SnapshotStrategy::Cold);
-    assert_eq!(out.power_state, PowerState::Running);
+    assert_eq!(out.domain_state, libvirt_snapshot::DomainState::Running);
     let seen = seen.lock().unwrap().clone();
     assert!(!seen.is_empty(), "no progress was reported");
     assert!(seen.iter().all(|(_, s)| *s == DomainState::Paused), "not paused during the copy: {seen:?}");
@@ -111,10 +113,12 @@ fn cold_pauses_a_running_guest_and_never_starts_a_shut_off_one() {
         quiesce: QuiescePolicy { agent_enabled: true, required: false },
         strategy: None,
     };
-    let out = rt.block_on(engine.snapshot(req, None)).unwrap_or_else(|e| panic!("shut-off snapshot: {e}"));
+    let out = rt
+        .block_on(engine.snapshot(req, None, std::future::pending()))
+        .unwrap_or_else(|e| panic!("shut-off snapshot: {e}"));
     eprintln!("MEASURE Cold shut off: {:?}", out.elapsed);
     assert_eq!(out.strategy, SnapshotStrategy::Cold);
-    assert_eq!(out.power_state, PowerState::Shutdown);
+    assert_eq!(out.domain_state, libvirt_snapshot::DomainState::Shutoff);
     assert!(out.quiesce.is_none());
     assert!(!guest.domain().is_active().unwrap(), "a shut-off guest must not be started");
     assert!(guest.domain().is_persistent().unwrap());

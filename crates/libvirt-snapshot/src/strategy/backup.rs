@@ -15,14 +15,15 @@ use crate::events::{
     self, BlockJobStatus, BlockJobType, DomainEvent, Subscription, JOB_OPERATION_BACKUP, LIFECYCLE_STOPPED,
 };
 use crate::ffi;
+use crate::format::{DiskFormat, ImageFormat};
 use crate::journal::Step;
-use crate::output::{DiskView, ImageFormat, Phase, Progress};
+use crate::output::{DiskView, Phase, Progress};
 use crate::qemu_img;
 use crate::quiesce::QuiesceWindow;
 use crate::strategy::{Ctx, SinkFn, TICK};
 
 /// The `<domainbackup>` document: one disk, pushed into `target`.
-pub(crate) fn backup_xml(disk: &str, target: &Path, format: &str) -> String {
+pub(crate) fn backup_xml(disk: &str, target: &Path, format: ImageFormat) -> String {
     format!(
         "<domainbackup mode='push'><disks><disk name='{disk}' backup='yes' type='file'>\
          <driver type='{format}'/><target file='{}'/></disk></disks></domainbackup>",
@@ -55,8 +56,8 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, sink: &mut SinkFn<'_>) -> Result<Option<Qui
     // The target is the output itself when no conversion is needed.
     let compress = ctx.cfg.snapshot_compression && ctx.out_format == ImageFormat::Qcow2;
     let format = match ctx.out_format {
-        ImageFormat::Raw if !compress => "raw",
-        _ => "qcow2",
+        ImageFormat::Raw if !compress => ImageFormat::Raw,
+        _ => ImageFormat::Qcow2,
     };
     let target: PathBuf = ctx.workdir.join(format!("{}.backup", ctx.name));
     let xml = backup_xml(&ctx.disk.target, &target, format);
@@ -84,7 +85,7 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, sink: &mut SinkFn<'_>) -> Result<Option<Qui
 
     let view = DiskView::Image {
         path: target,
-        format: format.to_owned(),
+        format: DiskFormat::from(format),
         standalone: true,
         virtual_size: ctx.chain.virtual_size(),
     };
@@ -93,8 +94,8 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, sink: &mut SinkFn<'_>) -> Result<Option<Qui
 }
 
 /// An empty image of the disk's size: a standalone qcow2 or a sparse raw file.
-fn create_target(target: &Path, format: &str, size: u64) -> Result<(), SnapshotError> {
-    if format == "qcow2" {
+fn create_target(target: &Path, format: ImageFormat, size: u64) -> Result<(), SnapshotError> {
+    if format == ImageFormat::Qcow2 {
         return qemu_img::create_qcow2(target, size, None);
     }
     let f = std::fs::File::create(target).map_err(|e| SnapshotError::io(format!("create {}", target.display()), e))?;
@@ -183,7 +184,7 @@ mod tests {
 
     #[test]
     fn backup_xml_names_disk_format_and_escaped_target() {
-        let xml = backup_xml("vda", Path::new("/s/a'b/x.backup"), "qcow2");
+        let xml = backup_xml("vda", Path::new("/s/a'b/x.backup"), ImageFormat::Qcow2);
         assert!(xml.contains("<disk name='vda' backup='yes' type='file'>"));
         assert!(xml.contains("<driver type='qcow2'/>"));
         assert!(xml.contains("file='/s/a&apos;b/x.backup'"));

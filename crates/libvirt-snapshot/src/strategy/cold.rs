@@ -7,7 +7,6 @@
 use virt::domain::Domain;
 
 use crate::error::SnapshotError;
-use crate::hypervisor::PowerState;
 use crate::journal::Step;
 use crate::output::DiskView;
 use crate::quiesce::QuiesceWindow;
@@ -38,7 +37,7 @@ impl Drop for Paused<'_> {
 }
 
 pub(crate) fn run(ctx: &mut Ctx<'_>, sink: &mut SinkFn<'_>) -> Result<Option<QuiesceWindow>, SnapshotError> {
-    let running = ctx.power_state == PowerState::Running;
+    let running = ctx.domain_state.is_running();
     // A shut-off disk is consistent; a paused guest cannot be frozen and is
     // not paused by us. Only a running guest is quiesced and paused.
     let frozen = if running { ctx.maybe_freeze()? } else { None };

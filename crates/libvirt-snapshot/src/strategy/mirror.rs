@@ -14,6 +14,7 @@ use virt::domain::Domain;
 use crate::error::SnapshotError;
 use crate::events::{self, BlockJobStatus, BlockJobType, DomainEvent, Subscription, LIFECYCLE_STOPPED};
 use crate::ffi::{self, BlockCopyFlags, BlockCopyParams};
+use crate::format::DiskFormat;
 use crate::journal::Step;
 use crate::output::{DiskView, Phase, Progress};
 use crate::qemu_img;
@@ -60,7 +61,7 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, sink: &mut SinkFn<'_>) -> Result<Option<Qui
         let xml = ctx.domain.xml_desc(XML_INACTIVE_SECURE).map_err(|e| SnapshotError::libvirt("XMLDesc", e))?;
         ctx.journal.push(Step::PersistentDefinition { xml })?;
     }
-    qemu_img::create_qcow2(&delta, ctx.chain.virtual_size(), backing.map(|b| (b.path.as_path(), b.format.as_str())))?;
+    qemu_img::create_qcow2(&delta, ctx.chain.virtual_size(), backing.map(|b| (b.path.as_path(), &b.format)))?;
 
     let events = events::subscribe(ctx.uuid);
     let flags = BlockCopyFlags {
@@ -90,7 +91,7 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, sink: &mut SinkFn<'_>) -> Result<Option<Qui
 
     let view = DiskView::Image {
         path: delta.clone(),
-        format: "qcow2".into(),
+        format: DiskFormat::Qcow2,
         standalone: backing.is_none(),
         virtual_size: ctx.chain.virtual_size(),
     };

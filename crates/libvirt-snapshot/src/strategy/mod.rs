@@ -18,9 +18,10 @@ use virt::domain::Domain;
 use crate::config::{EngineConfig, LiveStrategy};
 use crate::disk::{BackingChain, RootDisk};
 use crate::error::SnapshotError;
-use crate::hypervisor::{HostCapabilities, PowerState};
+use crate::format::{ImageFormat, SourceType};
+use crate::hypervisor::{DomainState, HostCapabilities};
 use crate::journal::{JournalEntry, Step};
-use crate::output::{CancelToken, DiskView, ImageFormat, Progress};
+use crate::output::{CancelToken, DiskView, Progress};
 use crate::quiesce::{self, Frozen, QuiescePolicy, QuiesceWindow};
 
 /// How a snapshot is taken.
@@ -50,7 +51,7 @@ impl SnapshotStrategy {
 pub struct SelectionInput<'a> {
     pub disable_libvirt_livesnapshot: bool,
     pub preferred: LiveStrategy,
-    pub power_state: PowerState,
+    pub domain_state: DomainState,
     pub caps: HostCapabilities,
     pub disk: &'a RootDisk,
 }
@@ -60,9 +61,12 @@ pub struct SelectionInput<'a> {
 pub fn select_strategy(input: &SelectionInput<'_>) -> Result<SnapshotStrategy, SnapshotError> {
     input.disk.ensure_local()?;
     let live = input.caps.qemu
-        && input.disk.source_type() != "lvm"
+        && input.disk.source_type() != SourceType::Lvm
         && !input.disable_libvirt_livesnapshot
-        && !matches!(input.power_state, PowerState::Shutdown | PowerState::Crashed | PowerState::NoState);
+        && !matches!(
+            input.domain_state,
+            DomainState::Shutdown | DomainState::Shutoff | DomainState::Crashed | DomainState::NoState
+        );
     if !live {
         return Ok(SnapshotStrategy::Cold);
     }
@@ -84,7 +88,7 @@ pub(crate) struct Ctx<'a> {
     pub uuid: &'a str,
     pub disk: &'a RootDisk,
     pub chain: &'a BackingChain,
-    pub power_state: PowerState,
+    pub domain_state: DomainState,
     pub caps: HostCapabilities,
     /// The domain XML has the agent channel.
     pub agent_channel: bool,
@@ -110,10 +114,10 @@ impl Ctx<'_> {
         if !self.agent_channel {
             return self.freeze_failed(quiesce::no_agent_channel());
         }
-        if self.power_state != PowerState::Running {
+        if !self.domain_state.is_running() {
             // A paused guest's agent cannot answer; don't wait for it.
             let err = SnapshotError::QuiesceFailed {
-                message: format!("the guest is not running ({:?}); its agent cannot freeze", self.power_state),
+                message: format!("the guest is not running ({:?}); its agent cannot freeze", self.domain_state),
                 agent_unresponsive: true,
             };
             return self.freeze_failed(err);
@@ -157,7 +161,7 @@ mod tests {
     use crate::disk::DiskSource;
 
     fn disk(source: DiskSource) -> RootDisk {
-        RootDisk { target: "vda".into(), source, format: "qcow2".into() }
+        RootDisk { target: "vda".into(), source, format: crate::format::DiskFormat::Qcow2 }
     }
 
     fn caps(backup: bool, mirror: bool) -> HostCapabilities {
@@ -167,14 +171,14 @@ mod tests {
     fn pick(
         disable: bool,
         preferred: LiveStrategy,
-        power_state: PowerState,
+        domain_state: DomainState,
         caps: HostCapabilities,
         d: &RootDisk,
     ) -> Result<SnapshotStrategy, SnapshotError> {
         select_strategy(&SelectionInput {
             disable_libvirt_livesnapshot: disable,
             preferred,
-            power_state,
+            domain_state,
             caps,
             disk: d,
         })
@@ -183,8 +187,8 @@ mod tests {
     #[test]
     fn selection_follows_nova_then_preference() {
         let file = disk(DiskSource::File("/d".into()));
+        use DomainState as P;
         use LiveStrategy as L;
-        use PowerState as P;
         use SnapshotStrategy as S;
         assert_eq!(pick(false, L::Backup, P::Running, caps(true, true), &file).unwrap(), S::Backup);
         assert_eq!(pick(false, L::Mirror, P::Running, caps(true, true), &file).unwrap(), S::Mirror);
@@ -193,10 +197,13 @@ mod tests {
         assert_eq!(pick(false, L::Backup, P::Paused, caps(true, true), &file).unwrap(), S::Backup);
         assert_eq!(pick(true, L::Backup, P::Running, caps(true, true), &file).unwrap(), S::Cold);
         assert_eq!(pick(false, L::Backup, P::Shutdown, caps(true, true), &file).unwrap(), S::Cold);
+        assert_eq!(pick(false, L::Backup, P::Shutoff, caps(true, true), &file).unwrap(), S::Cold);
+        assert_eq!(pick(false, L::Backup, P::Blocked, caps(true, true), &file).unwrap(), S::Backup);
+        assert_eq!(pick(false, L::Backup, P::PmSuspended, caps(true, true), &file).unwrap(), S::Backup);
         assert_eq!(pick(false, L::Backup, P::Running, caps(false, false), &file).unwrap(), S::Cold);
         let not_qemu = HostCapabilities { qemu: false, ..caps(true, true) };
         assert_eq!(pick(false, L::Backup, P::Running, not_qemu, &file).unwrap(), S::Cold);
-        let lvm = RootDisk { format: "raw".into(), ..disk(DiskSource::Block("/dev/vg/d".into())) };
+        let lvm = RootDisk { format: crate::format::DiskFormat::Raw, ..disk(DiskSource::Block("/dev/vg/d".into())) };
         assert_eq!(pick(false, L::Backup, P::Running, caps(true, true), &lvm).unwrap(), S::Cold);
         let rbd = disk(DiskSource::Network { protocol: "rbd".into(), name: "vms/d".into() });
         assert!(matches!(
