@@ -8,13 +8,13 @@
 
 use std::time::Duration;
 
-use oslo_messaging::{Context, Error, Notifier, Priority, RpcClient, Target, Transport};
+use oslo_messaging::{Context, Error, Notifier, RpcClient, Target, Transport};
 use serde_json::Value;
 
-use crate::conductor::{ConductorCall, ConductorTransport, TransportError, CONDUCTOR_TOPIC};
+use crate::conductor::{ConductorCall, ConductorTransport, CONDUCTOR_TOPIC};
 use crate::context::RequestContext;
-use crate::error::RemoteFailure;
-use crate::notifications::{Notification, NotificationKind, NotificationSink};
+use crate::error::{RemoteFailure, TransportError};
+use crate::notifications::{Notification, NotificationKind, NotificationSink, SendError};
 
 /// Calls nova-conductor through an oslo-messaging transport.
 #[derive(Debug, Clone)]
@@ -46,6 +46,8 @@ impl ConductorTransport for OsloConductorTransport {
     }
 }
 
+/// oslo's errors as the conductor client classifies them; the oslo error
+/// stays the cause, so its own causes (lapin's reason) are kept too.
 fn transport_error(e: Error) -> TransportError {
     match e {
         Error::Remote(r) => TransportError::Remote(Box::new(RemoteFailure {
@@ -55,22 +57,9 @@ fn transport_error(e: Error) -> TransportError {
             kwargs: r.kwargs,
         })),
         Error::Timeout { .. } => TransportError::Timeout,
-        Error::Decode(d) => TransportError::Protocol(d.to_string()),
-        other => TransportError::Unavailable(error_chain(&other)),
+        Error::Decode(d) => TransportError::Protocol(Box::new(d)),
+        other => TransportError::Unavailable(Box::new(other)),
     }
-}
-
-/// The error and its causes on one line (`Connection` hides lapin's reason
-/// in its source).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Sends legacy notifications on the `[oslo_messaging_notifications]
@@ -83,6 +72,7 @@ pub struct OsloNotificationSink {
 }
 
 impl OsloNotificationSink {
+    /// Notifiers on `transport` for the two families' topic lists.
     pub fn new(transport: &Transport, legacy_topics: Vec<String>, versioned_topics: Vec<String>) -> Self {
         OsloNotificationSink {
             legacy: Notifier::new(transport, "", legacy_topics),
@@ -92,20 +82,16 @@ impl OsloNotificationSink {
 }
 
 impl NotificationSink for OsloNotificationSink {
-    async fn notify(&self, ctx: &RequestContext, n: &Notification) -> Result<(), String> {
+    async fn notify(&self, ctx: &RequestContext, n: &Notification) -> Result<(), SendError> {
         let notifier = match n.kind {
             NotificationKind::Legacy => &self.legacy,
             NotificationKind::Versioned => &self.versioned,
         };
-        let priority = match n.priority {
-            "ERROR" => Priority::Error,
-            _ => Priority::Info,
-        };
         let context = Context::clone(ctx);
         notifier
             .prepare(n.publisher_id.clone())
-            .notify(&context, &n.event_type, priority, &n.payload)
+            .notify(&context, &n.event_type, n.priority, &n.payload)
             .await
-            .map_err(|e| error_chain(&e))
+            .map_err(SendError::from)
     }
 }

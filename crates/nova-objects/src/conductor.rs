@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 use tracing::{debug, info, warn};
 
 use crate::context::RequestContext;
-use crate::error::{ConductorError, ObjectError, RemoteFailure};
+use crate::error::{ConductorError, ObjectError, RemoteFailure, TransportError};
 use crate::primitive::ObjectPrimitive;
 
 /// The conductor's RPC topic.
@@ -59,26 +59,10 @@ pub struct ConductorCall {
     pub timeout: Option<Duration>,
 }
 
-/// Why a call failed, as the messaging layer sees it.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum TransportError {
-    /// The conductor raised an exception (the reply's `failure`).
-    #[error("remote {0}")]
-    Remote(Box<RemoteFailure>),
-    /// No reply in time.
-    #[error("no reply in time")]
-    Timeout,
-    /// The broker or connection is unusable right now.
-    #[error("{0}")]
-    Unavailable(String),
-    /// The reply could not be decoded.
-    #[error("undecodable reply: {0}")]
-    Protocol(String),
-}
-
 /// How a call reaches the conductor: oslo-messaging in the service, fakes in
 /// unit tests. `call` returns the reply's `result`.
 pub trait ConductorTransport: Send + Sync + 'static {
+    /// Sends `call` with `ctx` and waits for the reply's `result`.
     fn call(
         &self,
         ctx: &RequestContext,
@@ -146,10 +130,8 @@ impl<T: ConductorTransport> ConductorApi<T> {
         self.transport.call(ctx, call).await.map_err(|e| match e {
             TransportError::Remote(f) => ConductorError::from_remote(*f),
             TransportError::Timeout => ConductorError::Timeout { method: method.to_owned() },
-            TransportError::Unavailable(reason) => ConductorError::Unavailable { method: method.to_owned(), reason },
-            TransportError::Protocol(reason) => {
-                ConductorError::Malformed(ObjectError::Malformed(format!("{method} reply: {reason}")))
-            }
+            TransportError::Unavailable(source) => ConductorError::Unavailable { method: method.to_owned(), source },
+            TransportError::Protocol(source) => ConductorError::Undecodable { method: method.to_owned(), source },
         })
     }
 

@@ -50,6 +50,27 @@ impl std::fmt::Display for RemoteFailure {
     }
 }
 
+/// The cause a transport keeps for its failures: whatever the messaging
+/// layer said (oslo-messaging's error in the service).
+pub type TransportCause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a call failed, as the messaging layer sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The conductor raised an exception (the reply's `failure`).
+    #[error("remote {0}")]
+    Remote(Box<RemoteFailure>),
+    /// No reply in time.
+    #[error("no reply in time")]
+    Timeout,
+    /// The broker or connection is unusable right now.
+    #[error("transport unavailable")]
+    Unavailable(#[source] TransportCause),
+    /// The reply could not be decoded.
+    #[error("undecodable reply")]
+    Protocol(#[source] TransportCause),
+}
+
 /// A lost `Instance.save` compare-and-swap, as the conductor reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskStateConflict {
@@ -70,7 +91,7 @@ impl TaskStateConflict {
 }
 
 /// What a conductor call can end in.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConductorError {
     /// `Instance.save` compare-and-swap lost: the task state is not the
@@ -104,8 +125,23 @@ pub enum ConductorError {
     Timeout { method: String },
     /// The messaging transport could not carry the call (broker down,
     /// connection lost); retryable.
-    #[error("cannot reach nova-conductor ({method}): {reason}")]
-    Unavailable { method: String, reason: String },
+    #[error("cannot reach nova-conductor ({method})")]
+    Unavailable {
+        /// The conductor method called.
+        method: String,
+        /// What the transport said.
+        #[source]
+        source: TransportCause,
+    },
+    /// The reply could not be decoded at all (not JSON, not an oslo reply).
+    #[error("undecodable reply from nova-conductor ({method})")]
+    Undecodable {
+        /// The conductor method called.
+        method: String,
+        /// The decoder's complaint.
+        #[source]
+        source: TransportCause,
+    },
     /// The conductor answered with something nova would not send.
     #[error(transparent)]
     Malformed(#[from] ObjectError),
@@ -170,7 +206,7 @@ impl ConductorError {
             ConductorError::Remote(f) => &f.class,
             ConductorError::Timeout { .. } => "MessagingTimeout",
             ConductorError::Unavailable { .. } => "MessageDeliveryFailure",
-            ConductorError::Malformed(_) => "ValueError",
+            ConductorError::Undecodable { .. } | ConductorError::Malformed(_) => "ValueError",
         }
     }
 }
@@ -209,7 +245,7 @@ mod tests {
     #[test]
     fn not_found_classes_are_typed() {
         let e = ConductorError::from_remote(failure("InstanceNotFound", json!({"instance_id": "u2", "code": 404})));
-        assert_eq!(e, ConductorError::InstanceNotFound { instance_id: "u2".into() });
+        assert!(matches!(&e, ConductorError::InstanceNotFound { instance_id } if instance_id == "u2"), "{e:?}");
         let e = ConductorError::from_remote(failure(
             "InstanceActionNotFound",
             json!({"request_id": "req-1", "instance_uuid": "u3", "code": 500}),

@@ -31,6 +31,7 @@ mod image_meta;
 mod instance;
 mod instance_action;
 mod instance_fault;
+mod instance_list;
 mod notifications;
 mod primitive;
 mod service;
@@ -38,18 +39,19 @@ mod states;
 
 pub use amqp::{OsloConductorTransport, OsloNotificationSink};
 pub use conductor::{
-    ConductorApi, ConductorCall, ConductorTransport, ReadinessPolicy, TransportError, CONDUCTOR_TOPIC,
-    CONDUCTOR_VERSION,
+    ConductorApi, ConductorCall, ConductorTransport, ReadinessPolicy, CONDUCTOR_TOPIC, CONDUCTOR_VERSION,
 };
 pub use context::{generate_request_id, RequestContext};
-pub use error::{ConductorError, ObjectError, RemoteFailure, TaskStateConflict};
+pub use error::{ConductorError, ObjectError, RemoteFailure, TaskStateConflict, TransportCause, TransportError};
 pub use image_meta::{bool_from_string, ImageMeta};
 pub use instance::{ExpectedTaskState, Instance, INSTANCE_MANIFEST, INSTANCE_VERSION};
 pub use instance_action::{EventOutcome, InstanceActionEvent, INSTANCE_ACTION_EVENT_MANIFEST};
 pub use instance_fault::{safe_truncate, FaultInfo, InstanceFault, INSTANCE_FAULT_VERSION};
+pub use instance_list::{InstanceList, INSTANCE_LIST_VERSION};
 pub use notifications::{
-    emit, info_from_instance, instance_action_snapshot_payload, snapshot_notifications, Notification, NotificationKind,
-    NotificationPolicy, NotificationSink, PayloadOptions, Phase, SNAPSHOT_PAYLOAD_VERSION,
+    emit, exception_notifications, info_from_instance, instance_action_snapshot_payload, snapshot_notifications,
+    ExceptionInfo, Notification, NotificationKind, NotificationPolicy, NotificationSink, PayloadOptions, Phase,
+    Priority, SendError, EXCEPTION_PAYLOAD_VERSION, SNAPSHOT_PAYLOAD_VERSION,
 };
 pub use primitive::ObjectPrimitive;
 pub use service::{

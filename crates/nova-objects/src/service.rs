@@ -345,7 +345,7 @@ mod tests {
 
     use super::*;
     use crate::conductor::fake::FakeTransport;
-    use crate::conductor::TransportError;
+    use crate::error::TransportError;
 
     fn row(version: i64, report_count: i64) -> Value {
         json!({"nova_object.name": "Service", "nova_object.namespace": "nova", "nova_object.version": "1.22",

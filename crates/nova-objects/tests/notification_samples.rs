@@ -1,13 +1,15 @@
-//! The versioned snapshot payloads against nova's published samples
-//! (`doc/notification_samples/instance-snapshot-{start,end}.json`, copied in
-//! `tests/fixtures`): an instance carrying the sample's values must give the
-//! sample's payload — same fields, same versions, same values — and the
-//! notification's event type, publisher and priority.
+//! The versioned payloads against nova's published samples
+//! (`doc/notification_samples/instance-snapshot-{start,end}.json` and
+//! `compute-exception.json`, copied in `tests/fixtures`): an instance (or a
+//! failure) carrying the sample's values must give the sample's payload —
+//! same fields, same versions, same values — and the notification's event
+//! type, publisher and priority.
 
 use std::path::{Path, PathBuf};
 
 use nova_objects::{
-    snapshot_notifications, Instance, NotificationKind, NotificationPolicy, PayloadOptions, Phase, RequestContext,
+    exception_notifications, snapshot_notifications, ExceptionInfo, Instance, NotificationKind, NotificationPolicy,
+    PayloadOptions, Phase, RequestContext,
 };
 use oslo_config::groups::NotificationFormat;
 use serde_json::{json, Map, Value};
@@ -116,7 +118,7 @@ fn check(file: &str, phase: Phase) {
     assert_eq!(n.kind, NotificationKind::Versioned);
     assert_eq!(n.event_type, expected["event_type"]);
     assert_eq!(n.publisher_id, expected["publisher_id"]);
-    assert_eq!(n.priority, expected["priority"]);
+    assert_eq!(n.priority.as_str(), expected["priority"]);
     for key in ["nova_object.name", "nova_object.namespace", "nova_object.version"] {
         assert_eq!(n.payload[key], payload[key], "{file}: {key}");
     }
@@ -140,4 +142,32 @@ fn snapshot_start_matches_novas_sample() {
 #[test]
 fn snapshot_end_matches_novas_sample() {
     check("instance-snapshot-end.json", Phase::End);
+}
+
+/// `compute-exception.json` is nova-api's (`publisher_id` `nova-api:HOST`);
+/// ours comes from `nova-compute:HOST`, everything else must match.
+#[test]
+fn exception_matches_novas_sample() {
+    let expected = sample("compute-exception.json");
+    let payload = &expected["payload"];
+    let data = &payload["nova_object.data"];
+    let text = |k: &str| data[k].as_str().unwrap();
+    let host = expected["publisher_id"].as_str().unwrap().trim_start_matches("nova-api:");
+    let kwargs = Map::new();
+    let exc = ExceptionInfo {
+        module_name: text("module_name"),
+        class: text("exception"),
+        message: text("exception_message"),
+        kwargs: &kwargs,
+        traceback: text("traceback"),
+    };
+    let policy = NotificationPolicy::new(NotificationFormat::Versioned, &["messagingv2".to_owned()]);
+    let sent = exception_notifications(&policy, host, text("function_name"), json!({}), &exc);
+    assert_eq!(sent.len(), 1);
+    let n = &sent[0];
+    assert_eq!(n.kind, NotificationKind::Versioned);
+    assert_eq!(n.event_type, expected["event_type"]);
+    assert_eq!(n.priority.as_str(), expected["priority"]);
+    assert_eq!(n.publisher_id, format!("nova-compute:{host}"));
+    assert_eq!(n.payload, *payload);
 }
