@@ -16,6 +16,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use error_chain::Chain;
 use serde_json::{json, Map, Value};
 use tracing::{debug, info, warn};
 
@@ -167,7 +168,7 @@ impl<T: ConductorTransport> ConductorApi<T> {
                 Err(e) => return Err(e),
             };
             waited = true;
-            warn!(request_id = ctx.request_id(), attempt, error = %err,
+            warn!(request_id = ctx.request_id(), attempt, error = %Chain(&err),
                 "timed out waiting for nova-conductor; is it running? retrying");
             if policy.max_attempts.is_some_and(|max| attempt >= max) {
                 return Err(err);

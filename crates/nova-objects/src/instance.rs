@@ -5,6 +5,7 @@
 //! in the verbatim primitive. Setting `task_state` or `power_state` marks the
 //! field changed, exactly like assigning the attribute in Python.
 
+use error_chain::Chain;
 use serde_json::{Map, Value};
 use tracing::{debug, info};
 
@@ -231,7 +232,7 @@ impl Instance {
         match api.object_action(ctx, &mut self.primitive, "save", Vec::new(), kwargs).await {
             Ok(_) => Ok(()),
             Err(e) => {
-                info!(request_id = ctx.request_id(), instance = %uuid, error = %e, "instance save failed");
+                info!(request_id = ctx.request_id(), instance = %uuid, error = %Chain(&e), "instance save failed");
                 Err(e)
             }
         }

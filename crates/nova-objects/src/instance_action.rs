@@ -8,6 +8,7 @@
 //! The conductor finds the action by `(instance_uuid, context.request_id)`,
 //! so these calls must carry the request's own context.
 
+use error_chain::Chain;
 use serde_json::{Map, Value};
 use tracing::{debug, warn};
 
@@ -99,7 +100,7 @@ impl InstanceActionEvent {
         let result =
             api.class_action(ctx, "InstanceActionEvent", INSTANCE_ACTION_EVENT_MANIFEST, objmethod, args, kwargs).await;
         if let Err(e) = &result {
-            warn!(request_id = ctx.request_id(), instance = instance_uuid, event, error = %e,
+            warn!(request_id = ctx.request_id(), instance = instance_uuid, event, error = %Chain(&e),
                 "cannot record instance action event");
         }
         result.map(|_| ())

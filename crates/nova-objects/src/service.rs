@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use error_chain::{error_chain, Chain};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -327,13 +328,13 @@ fn report(
                     ConductorError::ServiceNotFound { .. } => error!(host = %opts.host,
                         "the services table record for nova-compute is gone; restart this service to recreate it"),
                     _ => {
-                        warn!(host = %opts.host, error = %e, "lost connection to nova-conductor for reporting service status")
+                        warn!(host = %opts.host, error = %Chain(&e), "lost connection to nova-conductor for reporting service status")
                     }
                 }
             }
             status.send_modify(|s| {
                 s.disconnected = true;
-                s.last_error = Some(e.to_string());
+                s.last_error = Some(error_chain(&e));
             });
         }
     }

@@ -7,9 +7,11 @@ macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal,)+ }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[allow(missing_docs, reason = "each variant is its nova spelling, given beside it")]
         pub enum $name { $($variant,)+ }
 
         impl $name {
+            /// Every value, in nova's order.
             pub const ALL: &'static [$name] = &[$($name::$variant,)+];
 
             /// The string nova stores in the database and sends on the wire.
@@ -17,6 +19,7 @@ macro_rules! string_enum {
                 match self { $($name::$variant => $text,)+ }
             }
 
+            /// The value nova spells `text`; `None` for any other text.
             pub fn parse(text: &str) -> Option<Self> {
                 match text { $($text => Some($name::$variant),)+ _ => None }
             }
@@ -109,18 +112,45 @@ string_enum! {
     }
 }
 
-/// `nova.compute.power_state`: an integer in the database and on the wire.
+/// `nova.compute.power_state`: the instance's power state as nova stores it
+/// (an integer in the database and on the wire) and names it in
+/// notifications. This is nova's vocabulary, owned here; the hypervisor's
+/// own states (libvirt's `virDomainState`) are libvirt-snapshot's
+/// `DomainState`, and nova-compute maps one to the other as nova's libvirt
+/// driver does (`LIBVIRT_POWER_STATE`). The codes happen to match
+/// `virDomainState` for backward compatibility, but are not the same thing;
+/// 2 and 5 are `_UNUSED` placeholders in nova's `InstancePowerState`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PowerState {
+    /// 0, `NOSTATE` (`pending` in notifications): no state known yet, or
+    /// the hypervisor reports none.
     NoState = 0,
+    /// 1, `RUNNING`: the guest's vCPUs are running.
     Running = 1,
+    /// 3, `PAUSED`: the guest is paused (vCPUs stopped, memory resident).
     Paused = 3,
+    /// 4, `SHUTDOWN`: the guest is off (libvirt's shut off and shutdown).
     Shutdown = 4,
+    /// 6, `CRASHED`: the guest crashed.
     Crashed = 6,
+    /// 7, `SUSPENDED`: the guest's state is saved to disk (libvirt's
+    /// pmsuspended; nova's suspend is a managed save).
     Suspended = 7,
 }
 
 impl PowerState {
+    /// Every power state, in code order.
+    pub const ALL: &'static [PowerState] = &[
+        PowerState::NoState,
+        PowerState::Running,
+        PowerState::Paused,
+        PowerState::Shutdown,
+        PowerState::Crashed,
+        PowerState::Suspended,
+    ];
+
+    /// The state for a code as nova stores it; `None` for codes nova does
+    /// not define (2, 5, anything above 7).
     pub fn from_code(code: i64) -> Option<Self> {
         Some(match code {
             0 => PowerState::NoState,
@@ -133,6 +163,7 @@ impl PowerState {
         })
     }
 
+    /// The integer nova stores and sends (`Instance.power_state`).
     pub fn code(self) -> i64 {
         self as i64
     }
@@ -175,5 +206,10 @@ mod tests {
         assert_eq!(PowerState::from_code(4), Some(PowerState::Shutdown));
         assert_eq!(PowerState::Suspended.code(), 7);
         assert_eq!(PowerState::from_code(2), None);
+        assert_eq!(PowerState::from_code(5), None);
+        for state in PowerState::ALL {
+            assert_eq!(PowerState::from_code(state.code()), Some(*state));
+        }
+        assert_eq!(PowerState::NoState.name(), "pending");
     }
 }
