@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::Value;
 use tracing::{debug, info, warn};
@@ -19,11 +19,11 @@ use url::Url;
 
 use crate::context::{RequestContext, ServiceCatalog};
 use crate::endpoint::ImageEndpoints;
-use crate::error::{summarize_body, GlanceError};
+use crate::error::{summarize_body, ConfigError, ConnectionFailure, GlanceError};
 use crate::image::{ImageMeta, ImagePatch, ImageUpdate};
-use crate::keystone::{ServiceToken, ServiceTokenSource};
 use crate::list::ImageQuery;
 use crate::options::{GlanceOptions, ServiceUserOptions};
+use crate::session::{auth_headers, http_client, server_of, Credentials, ServiceAuth, Timeout, Tls};
 
 /// nova's pause between attempts.
 pub(crate) const RETRY_PAUSE: Duration = Duration::from_secs(1);
@@ -34,13 +34,10 @@ const JSON_PATCH: &str = "application/openstack-images-v2.1-json-patch";
 pub struct GlanceClient {
     pub(crate) http: reqwest::Client,
     endpoints: ImageEndpoints,
-    service_tokens: Option<ServiceTokenSource>,
+    service_auth: ServiceAuth,
     pub(crate) num_retries: u32,
-}
-
-/// The credentials of one attempt.
-pub(crate) struct Credentials {
-    pub(crate) service_token: Option<ServiceToken>,
+    /// `[glance] timeout`, to name it when a request runs into it.
+    pub(crate) timeout: Option<Duration>,
 }
 
 /// One request of a call, rebuilt for each attempt.
@@ -51,18 +48,26 @@ struct Call<'a> {
 }
 
 impl GlanceClient {
-    /// Builds the HTTP clients from `[glance]` (TLS, timeouts) and, when
-    /// `send_service_user_token` is set, the service token source from `[service_user]`.
+    /// Builds the HTTP clients from `[glance]` (TLS trust, client certificate, timeout) and, when
+    /// `send_service_user_token` is set, the service token source from `[service_user]`. Every
+    /// file named by the options is read here: a missing or unusable one is `InvalidConfig`.
     pub fn new(options: &GlanceOptions, service_user: Option<&ServiceUserOptions>) -> Result<Self, GlanceError> {
-        let http = http_client(options.cafile.as_deref(), options.insecure, options.timeout)?;
-        let service_tokens = match service_user.filter(|s| s.send_service_user_token) {
-            Some(s) => {
-                let keystone_http = http_client(s.cafile.as_deref(), s.insecure, s.timeout)?;
-                Some(ServiceTokenSource::new(keystone_http, s))
-            }
-            None => None,
+        let tls = Tls {
+            cafile: options.cafile.as_deref(),
+            certfile: options.certfile.as_deref(),
+            keyfile: options.keyfile.as_deref(),
+            insecure: options.insecure,
         };
-        Ok(Self { http, endpoints: ImageEndpoints::new(options)?, service_tokens, num_retries: options.num_retries })
+        // keystoneauth's `timeout` is per socket operation: a read timeout, so a multi-GiB upload
+        // is not cut off as a whole.
+        let http = http_client(tls, options.timeout.map_or(Timeout::None, Timeout::Read))?;
+        Ok(Self {
+            http,
+            endpoints: ImageEndpoints::new(options)?,
+            service_auth: ServiceAuth::new(service_user)?,
+            num_retries: options.num_retries,
+            timeout: options.timeout,
+        })
     }
 
     /// `GET /v2/images/{id}`; a deleted image Glance still shows is `ImageNotFound` ([`not_deleted`]).
@@ -106,7 +111,7 @@ impl GlanceClient {
         let patch = ImagePatch::between(&current, update);
         let mut image = current;
         if !patch.is_empty() {
-            let body = serde_json::to_vec(&patch).map_err(|e| GlanceError::InvalidConfig(e.to_string()))?;
+            let body = serde_json::to_vec(&patch).map_err(|e| ConfigError::caused("image update", e))?;
             let path = format!("v2/images/{image_id}");
             let call = Call { method: Method::PATCH, path: &path, body: Some((JSON_PATCH, body)) };
             let response = match self.call(ctx, image_id, call).await {
@@ -187,9 +192,10 @@ impl GlanceClient {
         let mut next = Some(query.first_page_path());
         while let Some(path) = next.take() {
             let response = self.call(ctx, "", Call { method: Method::GET, path: &path, body: None }).await?;
-            let page: Value = response.json().await.map_err(|e| unexpected(StatusCode::OK, e))?;
+            let status = response.status();
+            let page: Value = response.json().await.map_err(|e| malformed(status, "image list page", e))?;
             for image in page.get("images").and_then(Value::as_array).into_iter().flatten() {
-                images.push(ImageMeta::from_json(image.clone()).map_err(|e| unexpected(StatusCode::OK, e))?);
+                images.push(ImageMeta::from_json(image.clone()).map_err(|e| malformed(status, "image list entry", e))?);
             }
             next = page.get("next").and_then(Value::as_str).map(|n| n.trim_start_matches('/').to_owned());
         }
@@ -223,10 +229,13 @@ impl GlanceClient {
                 }
                 Ok(response) if response.status().is_server_error() => status_error(image_id, response).await,
                 Ok(response) => return Err(status_error(image_id, response).await),
-                Err(e) => GlanceError::GlanceConnectionFailed { server: server_of(&base), reason: error_chain(&e) },
+                Err(e) => GlanceError::GlanceConnectionFailed {
+                    server: server_of(&base),
+                    source: ConnectionFailure::from_send(e, self.timeout),
+                },
             };
             if attempt > self.num_retries {
-                return Err(connection_failed(&base, failure));
+                return Err(failure);
             }
             warn!(%url, attempt, retries = self.num_retries, error = %failure, request_id = ctx.global_request_id.as_deref(), "glance call failed; retrying");
             tokio::time::sleep(RETRY_PAUSE).await;
@@ -235,23 +244,12 @@ impl GlanceClient {
 
     /// The service token for this attempt (cached), when configured.
     pub(crate) async fn credentials(&self) -> Result<Credentials, GlanceError> {
-        let service_token = match &self.service_tokens {
-            Some(source) => Some(source.token().await.map_err(GlanceError::ServiceAuth)?),
-            None => None,
-        };
-        Ok(Credentials { service_token })
+        self.service_auth.credentials().await.map_err(GlanceError::ServiceAuth)
     }
 
-    /// After a 401: drops the service token that was refused. Returns whether a retry can help
-    /// (only when a service token was involved; the user's token cannot be renewed here).
+    /// After a 401: drops the refused service token; whether a retry can help.
     pub(crate) async fn renew(&self, credentials: &Credentials) -> bool {
-        match (&self.service_tokens, &credentials.service_token) {
-            (Some(source), Some(token)) => {
-                source.invalidate(&token.id).await;
-                true
-            }
-            _ => false,
-        }
+        self.service_auth.renew(credentials).await
     }
 
     /// The next server's base URL (the context's catalog first, then the service token's).
@@ -262,65 +260,10 @@ impl GlanceClient {
     }
 }
 
-fn http_client(
-    cafile: Option<&std::path::Path>,
-    insecure: bool,
-    timeout: Option<Duration>,
-) -> Result<reqwest::Client, GlanceError> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(30))
-        .tcp_keepalive(Duration::from_secs(30))
-        .user_agent(concat!("nova-compute-rs glance-client/", env!("CARGO_PKG_VERSION")));
-    // keystoneauth's `timeout` is per socket operation: a read timeout, so a multi-GiB upload is
-    // not cut off as a whole.
-    if let Some(timeout) = timeout {
-        builder = builder.read_timeout(timeout);
-    }
-    if let Some(path) = cafile {
-        let pem =
-            std::fs::read(path).map_err(|e| GlanceError::InvalidConfig(format!("cafile {}: {e}", path.display())))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| GlanceError::InvalidConfig(format!("cafile {}: {e}", path.display())))?;
-        // An empty or garbled bundle would otherwise surface only at the first
-        // call, as an "unknown issuer" that points away from the real mistake.
-        if certs.is_empty() {
-            return Err(GlanceError::InvalidConfig(format!("cafile {}: no PEM certificate in it", path.display())));
-        }
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    if insecure {
-        builder = builder.tls_danger_accept_invalid_certs(true);
-    }
-    builder.build().map_err(|e| GlanceError::InvalidConfig(format!("HTTP client: {e}")))
-}
-
-/// `X-Auth-Token`, `X-Service-Token` and `X-OpenStack-Request-ID` for one attempt. Values that
-/// are not valid header text are left out rather than sent mangled.
-pub(crate) fn auth_headers(ctx: &RequestContext, credentials: &Credentials) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    let mut put = |name: &'static str, value: Option<&str>| {
-        if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
-            headers.insert(name, value);
-        }
-    };
-    put("x-auth-token", ctx.auth_token.as_deref());
-    put("x-service-token", credentials.service_token.as_ref().map(|t| t.id.as_str()));
-    put("x-openstack-request-id", ctx.global_request_id.as_deref());
-    headers
-}
-
 /// Joins a path relative to the versionless base (`next` links keep the base's path prefix,
 /// as keystoneauth does).
 pub(crate) fn join(base: &Url, path: &str) -> Result<Url, GlanceError> {
-    base.join(path).map_err(|e| GlanceError::InvalidConfig(format!("URL {base}{path}: {e}")))
-}
-
-/// The server as nova names it in `GlanceConnectionFailed`: the endpoint URL (`scheme://host:port`),
-/// as configured in `api_servers` or found in the catalog.
-pub(crate) fn server_of(url: &Url) -> String {
-    url[..url::Position::BeforePath].to_owned()
+    base.join(path).map_err(|e| ConfigError::caused(format!("URL {base}{path}"), e).into())
 }
 
 /// An image Glance still shows as `deleted`/`pending_delete` (to an admin, or after its own delete
@@ -347,7 +290,9 @@ pub(crate) async fn status_error(image_id: &str, response: Response) -> GlanceEr
         StatusCode::PAYLOAD_TOO_LARGE => GlanceError::ImageQuotaExceeded { image_id, reason },
         StatusCode::UNSUPPORTED_MEDIA_TYPE => GlanceError::ImageUnacceptable { image_id, reason },
         StatusCode::CONFLICT => GlanceError::ImageConflict { image_id, reason },
-        s if s.is_server_error() => GlanceError::GlanceConnectionFailed { server, reason: format!("{s}: {reason}") },
+        s if s.is_server_error() => {
+            GlanceError::GlanceConnectionFailed { server, source: ConnectionFailure::ServerError { status: s, reason } }
+        }
         _ => GlanceError::UnexpectedResponse { status, reason },
     }
 }
@@ -368,34 +313,13 @@ fn unauthorized_hint(error: GlanceError, credentials: &Credentials) -> GlanceErr
     }
 }
 
-/// The final error after the retries are spent: always `GlanceConnectionFailed`, naming the
-/// last server.
-pub(crate) fn connection_failed(base: &Url, last: GlanceError) -> GlanceError {
-    match last {
-        e @ GlanceError::GlanceConnectionFailed { .. } => e,
-        other => GlanceError::GlanceConnectionFailed { server: server_of(base), reason: other.to_string() },
-    }
-}
-
-/// reqwest's Display hides the cause ("error sending request"); the chain says "connection
-/// refused".
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-fn unexpected(status: StatusCode, error: impl std::fmt::Display) -> GlanceError {
-    GlanceError::UnexpectedResponse { status, reason: error.to_string() }
+fn malformed(status: StatusCode, what: impl Into<String>, source: impl Into<crate::error::BoxError>) -> GlanceError {
+    GlanceError::MalformedResponse { status, what: what.into(), source: source.into() }
 }
 
 pub(crate) async fn image_from_response(image_id: &str, response: Response) -> Result<ImageMeta, GlanceError> {
     let status = response.status();
-    let json: Value = response.json().await.map_err(|e| unexpected(status, format!("image {image_id}: {e}")))?;
-    ImageMeta::from_json(json).map_err(|e| unexpected(status, format!("image {image_id}: {e}")))
+    let what = || format!("image {image_id}");
+    let json: Value = response.json().await.map_err(|e| malformed(status, what(), e))?;
+    ImageMeta::from_json(json).map_err(|e| malformed(status, what(), e))
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use url::Url;
 
 use crate::context::ServiceCatalog;
-use crate::error::GlanceError;
+use crate::error::{ConfigError, GlanceError};
 use crate::options::GlanceOptions;
 
 /// The endpoint policy built once from `[glance]`.
@@ -78,8 +78,7 @@ fn api_server_url(server: &str) -> Result<Url, GlanceError> {
 /// Parses `endpoint` and strips a trailing `/v2`, `/v2.1`, ... (nova's
 /// `re.sub(r'/v\d+(\.\d+)?/?$', '/', endpoint)`), leaving a base that ends in `/`.
 fn versionless_url(endpoint: &str) -> Result<Url, GlanceError> {
-    let mut url =
-        Url::parse(endpoint).map_err(|e| GlanceError::InvalidConfig(format!("image endpoint {endpoint:?}: {e}")))?;
+    let mut url = Url::parse(endpoint).map_err(|e| ConfigError::caused(format!("image endpoint {endpoint:?}"), e))?;
     let path = url.path().trim_end_matches('/');
     let path = match path.rsplit_once('/') {
         Some((head, last)) if is_version(last) => head,

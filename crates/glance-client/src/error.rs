@@ -1,12 +1,22 @@
 //! The crate's errors, classified the way nova's `nova/image/glance.py` translates glanceclient
-//! exceptions, so the compute service can branch on the variant (rotation skips
-//! `ImageNotFound`, a snapshot failure deletes the image, ...).
+//! exceptions (and `nova/volume/cinder.py` cinderclient's), so the compute service can branch on
+//! the variant (rotation skips `ImageNotFound`, a snapshot failure deletes the image, ...).
+//!
+//! Each `Display` says what failed at its own level; what caused it (a refused connection, an
+//! unreadable file, a body that is not JSON) is kept as `source()`. Render the whole chain with
+//! `error_chain::Chain`.
 //!
 //! Must not know: how a request was built or retried; it only names outcomes.
 
+use std::error::Error;
 use std::io;
+use std::time::Duration;
 
 use reqwest::StatusCode;
+
+/// A cause of any type, for the decoding and configuration errors whose cause comes from
+/// several libraries (serde_json, reqwest, url, io).
+pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
 
 /// Everything a Glance call can fail with.
 // Variant fields are named for what they hold (image_id, reason, server, ...).
@@ -15,7 +25,7 @@ use reqwest::StatusCode;
 #[non_exhaustive]
 pub enum GlanceError {
     /// HTTP 401/403 (nova `ImageNotAuthorized`); with 401 the service token was already renewed
-    /// once.
+    /// once. `reason` is Glance's answer, shortened to one line.
     #[error("not authorized for image {image_id}: {reason}")]
     ImageNotAuthorized { image_id: String, reason: String },
 
@@ -23,7 +33,7 @@ pub enum GlanceError {
     #[error("image {image_id} could not be found")]
     ImageNotFound { image_id: String },
 
-    /// HTTP 400 (nova `ImageBadRequest`).
+    /// HTTP 400 (nova `ImageBadRequest`); `reason` is Glance's answer.
     #[error("request about image {image_id} was refused as invalid: {reason}")]
     ImageBadRequest { image_id: String, reason: String },
 
@@ -42,9 +52,14 @@ pub enum GlanceError {
     ImageConflict { image_id: String, reason: String },
 
     /// Connection errors and 5xx after `[glance] num_retries` more attempts (nova
-    /// `GlanceConnectionFailed`).
-    #[error("connection to glance host {server} failed: {reason}")]
-    GlanceConnectionFailed { server: String, reason: String },
+    /// `GlanceConnectionFailed`; its `reason` is `error_chain(source)`). `server` is the endpoint
+    /// (`scheme://host:port`) of the last attempt.
+    #[error("connection to glance host {server} failed")]
+    GlanceConnectionFailed {
+        server: String,
+        #[source]
+        source: ConnectionFailure,
+    },
 
     /// Glance stored other bytes than were sent: the sha512 (or size) it computed differs.
     #[error("image {image_id} in Glance does not match the uploaded data: {detail}")]
@@ -71,13 +86,94 @@ pub enum GlanceError {
     #[error("service user authentication failed")]
     ServiceAuth(#[source] KeystoneError),
 
-    /// An option value the client cannot use (bad URL, unreadable CA file, ...).
-    #[error("invalid glance client configuration: {0}")]
-    InvalidConfig(String),
+    /// An option value the client cannot use (bad URL, unreadable CA or client certificate, ...).
+    #[error("invalid glance client configuration")]
+    InvalidConfig(#[source] ConfigError),
 
-    /// A status or body the client does not know how to interpret.
+    /// A status the client does not know how to interpret; `reason` is the body, shortened.
     #[error("unexpected response from Glance ({status}): {reason}")]
     UnexpectedResponse { status: StatusCode, reason: String },
+
+    /// A success status whose body cannot be read as what it should be (`what`: "image X",
+    /// "image list page").
+    #[error("Glance answered {status} with an unreadable {what}")]
+    MalformedResponse {
+        status: StatusCode,
+        what: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// Why a server could not be used for one attempt: what `[glance] num_retries` and
+/// `[cinder] http_retries` retry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionFailure {
+    /// No HTTP answer: refused connection, TLS handshake failure (unknown CA, missing client
+    /// certificate), reset.
+    #[error(transparent)]
+    Transport(reqwest::Error),
+
+    /// No complete answer within the configured per-request timeout.
+    #[error("no answer within {after:?}")]
+    TimedOut {
+        /// The timeout that was applied.
+        after: Duration,
+        /// reqwest's timeout error.
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// A 5xx answer.
+    #[error("server error {status}: {reason}")]
+    ServerError {
+        /// The status the server answered.
+        status: StatusCode,
+        /// The body, shortened to one line.
+        reason: String,
+    },
+}
+
+impl ConnectionFailure {
+    /// Classifies a reqwest send error: a timeout (given the timeout that was set) or another
+    /// transport failure.
+    pub(crate) fn from_send(error: reqwest::Error, timeout: Option<Duration>) -> Self {
+        match timeout {
+            Some(after) if error.is_timeout() => Self::TimedOut { after, source: error },
+            _ => Self::Transport(error),
+        }
+    }
+}
+
+/// An option value that cannot be used, found when a client is built: `what` names the option
+/// and value, `source` (when there is one) says why.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+pub struct ConfigError {
+    /// The option and the problem, e.g. `cafile /etc/nova/ca.pem: no PEM certificate in it`.
+    pub what: String,
+    /// The underlying failure (an io error reading the file, a parse error), if any.
+    #[source]
+    pub source: Option<BoxError>,
+}
+
+impl ConfigError {
+    /// A problem with no underlying error.
+    pub(crate) fn new(what: impl Into<String>) -> Self {
+        Self { what: what.into(), source: None }
+    }
+
+    /// A problem caused by `source`.
+    pub(crate) fn caused(what: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self { what: what.into(), source: Some(source.into()) }
+    }
+}
+
+impl From<ConfigError> for GlanceError {
+    fn from(e: ConfigError) -> Self {
+        Self::InvalidConfig(e)
+    }
 }
 
 /// Failures of a Keystone v3 token request.
@@ -100,6 +196,93 @@ pub enum KeystoneError {
     /// The token response lacks the header or fields a v3 token has.
     #[error("malformed token response from {auth_url}: {reason}")]
     Malformed { auth_url: String, reason: String },
+}
+
+/// Everything a Cinder call can fail with, named after the nova exceptions `nova/volume/cinder.py`
+/// raises for them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CinderError {
+    /// HTTP 404 (nova `SnapshotNotFound`).
+    #[error("volume snapshot {snapshot_id} could not be found")]
+    SnapshotNotFound {
+        /// The snapshot asked for.
+        snapshot_id: String,
+    },
+
+    /// HTTP 401/403 (nova `Forbidden`); with 401 the service token was already renewed once.
+    #[error("not authorized for volume snapshot {snapshot_id}: {reason}")]
+    NotAuthorized {
+        /// The snapshot asked for.
+        snapshot_id: String,
+        /// Cinder's answer, shortened to one line.
+        reason: String,
+    },
+
+    /// HTTP 400 (nova `InvalidInput`).
+    #[error("request about volume snapshot {snapshot_id} was refused as invalid: {reason}")]
+    BadRequest {
+        /// The snapshot asked for.
+        snapshot_id: String,
+        /// Cinder's answer, shortened to one line.
+        reason: String,
+    },
+
+    /// Connection errors, timeouts and 5xx after `[cinder] http_retries` more attempts (nova
+    /// `CinderConnectionFailed`; its `reason` is `error_chain(source)`).
+    #[error("connection to cinder host {server} failed")]
+    CinderConnectionFailed {
+        /// The endpoint (`scheme://host:port`) of the last attempt.
+        server: String,
+        /// What went wrong on the last attempt.
+        #[source]
+        source: ConnectionFailure,
+    },
+
+    /// Neither `[cinder] endpoint_template` nor a catalog entry matching `catalog_info` and
+    /// `os_region_name` (keystoneauth's `EndpointNotFound`).
+    #[error("no volume endpoint found in the service catalog ({catalog_info}, region {region:?})")]
+    EndpointNotFound {
+        /// `[cinder] catalog_info` as configured.
+        catalog_info: String,
+        /// `[cinder] os_region_name`.
+        region: Option<String>,
+    },
+
+    /// The service user could not get a token from Keystone.
+    #[error("service user authentication failed")]
+    ServiceAuth(#[source] KeystoneError),
+
+    /// An option value the client cannot use (bad `catalog_info`, unreadable certificate, ...).
+    #[error("invalid cinder client configuration")]
+    InvalidConfig(#[source] ConfigError),
+
+    /// A status the client does not know how to interpret; `reason` is the body, shortened.
+    #[error("unexpected response from Cinder ({status}): {reason}")]
+    UnexpectedResponse {
+        /// The status Cinder answered.
+        status: StatusCode,
+        /// The body, shortened to one line.
+        reason: String,
+    },
+
+    /// A success status whose body is not a snapshot document.
+    #[error("Cinder answered {status} with an unreadable body for volume snapshot {snapshot_id}")]
+    MalformedResponse {
+        /// The status Cinder answered.
+        status: StatusCode,
+        /// The snapshot asked for.
+        snapshot_id: String,
+        /// The decoding error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl From<ConfigError> for CinderError {
+    fn from(e: ConfigError) -> Self {
+        Self::InvalidConfig(e)
+    }
 }
 
 /// Shortens an error body (HTML or JSON from webob) to one readable line for messages and logs.

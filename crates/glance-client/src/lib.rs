@@ -1,14 +1,19 @@
-//! A Glance v2 client with Keystone v3 service tokens, shaped for nova-compute's snapshot path.
+//! The OpenStack HTTP clients of nova-compute's snapshot path: Keystone v3 (service tokens),
+//! Glance v2, and the Cinder v3 calls nova-compute makes (volume snapshot status).
 //!
-//! Owns: the `[service_user]` Keystone v3 token (password or application credential) sent as
+//! Owns: every HTTP request nova-compute sends. The TLS options of each group (`cafile`,
+//! `certfile`/`keyfile` client certificates, `insecure`) and its timeout; the `[service_user]`
+//! Keystone v3 token (password or application credential) sent as
 //! `X-Service-Token` next to the user's token from the RPC context; endpoint selection
 //! (`[glance] api_servers` round-robin, `endpoint_override`, or the service catalog); image get,
 //! json-patch update, location add, delete and filtered, paginated list; and the streaming
 //! upload of a reserved image with an exact length, sha512 verification, progress and nova's
-//! retry policy. Errors are classified like nova's (`ImageNotFound`, `ImageNotAuthorized`, ...).
+//! retry policy; `[cinder]` endpoint selection (`catalog_info`, `os_region_name`,
+//! `endpoint_template`) with a per-request deadline and `http_retries`. Errors are classified like
+//! nova's (`ImageNotFound`, `ImageNotAuthorized`, `SnapshotNotFound`, ...) and keep their causes.
 //!
 //! Must not know: instances, task states, libvirt or how nova.conf is parsed. It receives a
-//! user token, a request id, options and a data source, and reports what Glance said.
+//! user token, a request id, options and a data source, and reports what Glance or Cinder said.
 //!
 //! ```no_run
 //! # async fn snapshot_upload() -> Result<(), glance_client::GlanceError> {
@@ -26,6 +31,7 @@
 
 #![deny(missing_docs)]
 
+mod cinder;
 mod client;
 mod context;
 mod endpoint;
@@ -34,13 +40,17 @@ mod image;
 mod keystone;
 mod list;
 mod options;
+mod session;
 mod upload;
 
+pub use cinder::{CinderClient, SnapshotStatus};
 pub use client::GlanceClient;
 pub use context::{CatalogEndpoint, RequestContext, ServiceCatalog};
-pub use error::{GlanceError, KeystoneError};
+pub use error::{BoxError, CinderError, ConfigError, ConnectionFailure, GlanceError, KeystoneError};
 pub use image::{ImageMeta, ImagePatch, ImageStatus, ImageUpdate, PatchOp};
 pub use keystone::{ServiceToken, ServiceTokenSource};
 pub use list::{ImageQuery, SortDir, DEFAULT_PAGE_SIZE};
-pub use options::{ApplicationCredential, GlanceOptions, PasswordCredentials, ServiceCredentials, ServiceUserOptions};
+pub use options::{
+    ApplicationCredential, CinderOptions, GlanceOptions, PasswordCredentials, ServiceCredentials, ServiceUserOptions,
+};
 pub use upload::{FileSource, ImageSource, OpenedSource, ProgressFn, UploadProgress, UPLOAD_CHUNK};

@@ -16,6 +16,11 @@ pub struct GlanceOptions {
     pub num_retries: u32,
     /// `cafile`: a PEM bundle trusted in addition to the system roots.
     pub cafile: Option<PathBuf>,
+    /// `certfile`: the PEM client certificate presented to Glance (TLS client authentication);
+    /// needs `keyfile` unless the file holds the key too.
+    pub certfile: Option<PathBuf>,
+    /// `keyfile`: the PEM private key of `certfile`.
+    pub keyfile: Option<PathBuf>,
     /// `insecure`: skip TLS certificate verification.
     pub insecure: bool,
     /// `timeout`: keystoneauth's per-request timeout. Applied as a read timeout (time without
@@ -37,12 +42,65 @@ impl Default for GlanceOptions {
             api_servers: Vec::new(),
             num_retries: 3,
             cafile: None,
+            certfile: None,
+            keyfile: None,
             insecure: false,
             timeout: None,
             endpoint_override: None,
             region_name: None,
             valid_interfaces: vec!["internal".to_owned(), "public".to_owned()],
             service_type: "image".to_owned(),
+        }
+    }
+}
+
+/// The `[cinder]` options the volume client reads (nova's `nova/conf/cinder.py` plus the
+/// keystoneauth session options registered in that group). Defaults are nova's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CinderOptions {
+    /// `catalog_info`: `<service_type>:<service_name>:<endpoint_type>` matched in the service
+    /// catalog (default `volumev3::publicURL`; the name may be empty).
+    pub catalog_info: String,
+    /// `endpoint_template`: used instead of the catalog, with `%(project_id)s` (or
+    /// `%(tenant)s`) replaced from the request context, e.g.
+    /// `http://localhost:8776/v3/%(project_id)s`.
+    pub endpoint_template: Option<String>,
+    /// `os_region_name`: the region picked in the catalog.
+    pub os_region_name: Option<String>,
+    /// `cafile`: a PEM bundle trusted in addition to the system roots.
+    pub cafile: Option<PathBuf>,
+    /// `certfile`: the PEM client certificate presented to Cinder; needs `keyfile` unless the
+    /// file holds the key too.
+    pub certfile: Option<PathBuf>,
+    /// `keyfile`: the PEM private key of `certfile`.
+    pub keyfile: Option<PathBuf>,
+    /// `insecure`: skip TLS certificate verification.
+    pub insecure: bool,
+    /// `timeout`: bounds each request as a whole (connect, send, answer). Unset (nova: no
+    /// timeout) means [`CinderOptions::DEFAULT_TIMEOUT`], so a hung Cinder cannot keep a guest
+    /// frozen.
+    pub timeout: Option<Duration>,
+    /// `http_retries`: extra attempts after a connection error, timeout or 5xx (default 3).
+    pub http_retries: u32,
+}
+
+impl CinderOptions {
+    /// The per-request deadline when `[cinder] timeout` is unset: 30 seconds.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+}
+
+impl Default for CinderOptions {
+    fn default() -> Self {
+        Self {
+            catalog_info: "volumev3::publicURL".to_owned(),
+            endpoint_template: None,
+            os_region_name: None,
+            cafile: None,
+            certfile: None,
+            keyfile: None,
+            insecure: false,
+            timeout: None,
+            http_retries: 3,
         }
     }
 }
@@ -59,6 +117,11 @@ pub struct ServiceUserOptions {
     pub credentials: ServiceCredentials,
     /// `cafile` for Keystone.
     pub cafile: Option<PathBuf>,
+    /// `certfile`: the PEM client certificate presented to Keystone; needs `keyfile` unless the
+    /// file holds the key too.
+    pub certfile: Option<PathBuf>,
+    /// `keyfile`: the PEM private key of `certfile`.
+    pub keyfile: Option<PathBuf>,
     /// `insecure` for Keystone.
     pub insecure: bool,
     /// `timeout` for token requests.

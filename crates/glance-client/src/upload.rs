@@ -27,13 +27,11 @@ use tokio::io::AsyncRead;
 use tokio_util::io::ReaderStream;
 use tracing::{info, warn};
 
-use crate::client::{
-    auth_headers, connection_failed, error_chain, image_from_response, join, not_deleted, server_of, status_error,
-    GlanceClient, RETRY_PAUSE,
-};
+use crate::client::{image_from_response, join, not_deleted, status_error, GlanceClient, RETRY_PAUSE};
 use crate::context::RequestContext;
-use crate::error::GlanceError;
+use crate::error::{ConnectionFailure, GlanceError};
 use crate::image::{ImageMeta, ImageStatus};
+use crate::session::{auth_headers, server_of};
 
 /// Read and send size: the 4 KiB default of `ReaderStream` is several times slower (oVirt
 /// imageio measured the same for 256 KiB+ buffers).
@@ -207,7 +205,7 @@ impl GlanceClient {
                 Attempt::Retryable(e) => e,
             };
             warn!(image_id, attempt, retries = self.num_retries, error = %failure, request_id = ctx.global_request_id.as_deref(), "image upload failed; retrying once the image is queued again");
-            if let Some(image) = self.wait_until_requeued(ctx, image_id, &failure).await? {
+            if let Some(image) = self.wait_until_requeued(ctx, image_id, failure).await? {
                 // The previous attempt was stored after all (the response was lost).
                 warn!(image_id, "image became active after a failed attempt; checking its size only");
                 verify_size(&image, len)?;
@@ -259,17 +257,16 @@ impl GlanceClient {
                 if let Some(read_error) = source_failure(&e) {
                     return Ok(Attempt::Fatal(source_error(image_id, read_error)));
                 }
-                let reason = error_chain(&e);
                 return Ok(Attempt::Retryable(GlanceError::GlanceConnectionFailed {
                     server: server_of(&base),
-                    reason,
+                    source: ConnectionFailure::from_send(e, self.timeout),
                 }));
             }
         };
         let status = response.status();
         let error = status_error(image_id, response).await;
         Ok(match status {
-            s if s.is_server_error() => Attempt::Retryable(connection_failed(&base, error)),
+            s if s.is_server_error() => Attempt::Retryable(error),
             StatusCode::UNAUTHORIZED if self.renew(&credentials).await => Attempt::Unauthorized(error),
             _ => Attempt::Fatal(error),
         })
@@ -284,7 +281,7 @@ impl GlanceClient {
         &self,
         ctx: &RequestContext,
         image_id: &str,
-        failure: &GlanceError,
+        failure: GlanceError,
     ) -> Result<Option<ImageMeta>, GlanceError> {
         let deadline = Instant::now() + REQUEUE_WAIT;
         let unanswered_budget = UNANSWERED_POLLS_PER_ATTEMPT * (1 + self.num_retries);
@@ -318,7 +315,7 @@ impl GlanceClient {
                 Err(e) => warn!(image_id, error = %e, "image status unavailable; still waiting"),
             }
             if Instant::now() >= deadline || unanswered >= unanswered_budget {
-                return Err(clone_failure(failure));
+                return Err(failure);
             }
         }
     }
@@ -328,10 +325,12 @@ impl GlanceClient {
         let credentials = self.credentials().await?;
         let base = self.base_url(ctx, &credentials)?;
         let url = join(&base, &format!("v2/images/{image_id}"))?;
-        let response =
-            self.http.get(url).headers(auth_headers(ctx, &credentials)).send().await.map_err(|e| {
-                GlanceError::GlanceConnectionFailed { server: server_of(&base), reason: error_chain(&e) }
-            })?;
+        let response = self.http.get(url).headers(auth_headers(ctx, &credentials)).send().await.map_err(|e| {
+            GlanceError::GlanceConnectionFailed {
+                server: server_of(&base),
+                source: ConnectionFailure::from_send(e, self.timeout),
+            }
+        })?;
         if !response.status().is_success() {
             return Err(status_error(image_id, response).await);
         }
@@ -420,16 +419,6 @@ fn source_failure(error: &reqwest::Error) -> Option<io::Error> {
         cause = e.source();
     }
     None
-}
-
-/// `GlanceError` is not `Clone` (it holds `io::Error`); re-create the retryable kinds by value.
-fn clone_failure(failure: &GlanceError) -> GlanceError {
-    match failure {
-        GlanceError::GlanceConnectionFailed { server, reason } => {
-            GlanceError::GlanceConnectionFailed { server: server.clone(), reason: reason.clone() }
-        }
-        other => GlanceError::GlanceConnectionFailed { server: String::new(), reason: other.to_string() },
-    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ fn service_user(credentials: ServiceCredentials) -> ServiceUserOptions {
         auth_url: format!("{KEYSTONE}/v3"),
         credentials,
         cafile: None,
+        certfile: None,
+        keyfile: None,
         insecure: false,
         timeout: Some(Duration::from_secs(30)),
     }

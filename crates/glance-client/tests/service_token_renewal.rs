@@ -335,6 +335,8 @@ fn glance_client(glance: &FakeServer, keystone: &FakeServer) -> GlanceClient {
             ..Default::default()
         }),
         cafile: None,
+        certfile: None,
+        keyfile: None,
         insecure: false,
         timeout: Some(Duration::from_secs(10)),
     };

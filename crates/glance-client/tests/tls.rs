@@ -1,59 +1,22 @@
-//! `[glance] cafile` and `[glance] insecure` against a real TLS endpoint: a throwaway CA and a
-//! server certificate for 127.0.0.1 are made at test time (rcgen), and an in-process
+//! `[glance] cafile`, `insecure` and `certfile`/`keyfile` against a real TLS endpoint: a throwaway
+//! CA, a server certificate for 127.0.0.1 and a client certificate are made at test time (rcgen), and an in-process
 //! TLS-terminating proxy on 127.0.0.1 (tokio-rustls) forwards to the shared Glance on 9292
 //! (plain HTTP, never changed here). The client only ever sees `https://127.0.0.1:<proxy>`.
 //! Glance down makes the tests that talk to it fail ("run deploy/dev/stack up"), never skip.
 
+mod pki;
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use glance_client::{FileSource, GlanceClient, GlanceError, GlanceOptions, ImageStatus, ImageUpdate};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-};
+use pki::{make_pki, Pki};
 use serde_json::json;
 use support::*;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio_rustls::rustls::ServerConfig;
-use tokio_rustls::TlsAcceptor;
-
-/// A CA (written as PEM into `dir`) and a leaf for `127.0.0.1` (IP SAN) signed by it.
-struct Pki {
-    ca_file: PathBuf,
-    server_chain: Vec<CertificateDer<'static>>,
-    server_key: PrivatePkcs8KeyDer<'static>,
-}
-
-fn make_pki(dir: &Path) -> Pki {
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "glance-client tls test CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
-    let issuer = Issuer::new(ca, ca_key);
-
-    let server_key = KeyPair::generate().expect("server key");
-    // "127.0.0.1" becomes an IP address SAN, which is what rustls matches for an IP URL.
-    let mut server = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-    server.distinguished_name.push(DnType::CommonName, "127.0.0.1");
-    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    let server_cert = server.signed_by(&server_key, &issuer).expect("server certificate");
-
-    let ca_file = dir.join("glance-ca.pem");
-    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
-    Pki {
-        ca_file,
-        server_chain: vec![server_cert.der().clone()],
-        server_key: PrivatePkcs8KeyDer::from(server_key.serialize_der()),
-    }
-}
 
 /// What the proxy saw: TCP connections accepted, TLS handshakes completed and refused (with the
 /// server-side reason).
@@ -68,14 +31,13 @@ struct ProxyStats {
 /// A TLS-terminating proxy on 127.0.0.1:<ephemeral> in front of the shared Glance. Returns the
 /// `https://` URL for `api_servers` and the counters. The accept loop ends with the runtime.
 async fn start_proxy(pki: &Pki) -> (String, Arc<ProxyStats>) {
-    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_no_client_auth()
-        .with_single_cert(pki.server_chain.clone(), PrivateKeyDer::Pkcs8(pki.server_key.clone_key()))
-        .expect("server certificate and key");
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    start_proxy_with(pki, false).await
+}
+
+/// As [`start_proxy`]; with `require_client_cert`, only clients presenting a certificate of the
+/// test CA get through.
+async fn start_proxy_with(pki: &Pki, require_client_cert: bool) -> (String, Arc<ProxyStats>) {
+    let acceptor = pki.acceptor(require_client_cert);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let stats = Arc::new(ProxyStats::default());
@@ -185,7 +147,8 @@ async fn unknown_ca_is_a_clear_connection_error_without_a_retry_storm() {
     let err = result.expect_err("an untrusted server certificate must not be accepted");
     eprintln!("unknown CA after {elapsed:?}: {err}");
     match &err {
-        GlanceError::GlanceConnectionFailed { server: host, reason } => {
+        GlanceError::GlanceConnectionFailed { server: host, source } => {
+            let reason = error_chain::error_chain(source);
             assert_eq!(host, &server, "{err}");
             assert!(
                 reason.to_lowercase().contains("certificate"),
@@ -216,7 +179,34 @@ async fn insecure_skips_verification() {
     assert_eq!(stats.refused.load(Ordering::SeqCst), 0);
 }
 
-/// (4) A `cafile` that does not exist is a configuration error when the client is built, naming
+/// (4) `[glance] certfile`/`keyfile` against a proxy that requires a client certificate: refused
+/// without them (a connection error naming the handshake), the whole round trip works with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_is_presented_when_configured() {
+    init_tracing();
+    require_shared_glance();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    let (server, stats) = start_proxy_with(&pki, true).await;
+
+    let without =
+        GlanceClient::new(&GlanceOptions { num_retries: 0, ..options(&server, Some(&pki.ca_file), false) }, None)
+            .expect("client without a certificate");
+    let err = without.get(&context(None), "00000000-0000-0000-0000-000000000000").await.expect_err("no client cert");
+    assert!(matches!(err, GlanceError::GlanceConnectionFailed { .. }), "{err:?}");
+    assert!(stats.refused.load(Ordering::SeqCst) >= 1, "the proxy should have refused the handshake");
+
+    let with = GlanceOptions {
+        certfile: Some(pki.client_cert_file.clone()),
+        keyfile: Some(pki.client_key_file.clone()),
+        ..options(&server, Some(&pki.ca_file), false)
+    };
+    let glance = GlanceClient::new(&with, None).expect("client with certfile/keyfile");
+    image_round_trip_through(&glance, "glance-client-tls-client-cert").await;
+    assert!(stats.handshakes.load(Ordering::SeqCst) >= 1);
+}
+
+/// (5) A `cafile` that does not exist is a configuration error when the client is built, naming
 /// the path, not a connection error on the first call. Needs no Glance.
 #[test]
 fn missing_cafile_is_a_configuration_error() {
@@ -226,7 +216,7 @@ fn missing_cafile_is_a_configuration_error() {
         .expect_err("a missing cafile must be refused");
     match &err {
         GlanceError::InvalidConfig(reason) => {
-            assert!(reason.contains(&missing.display().to_string()), "the error should name the file: {reason}");
+            assert!(reason.what.contains(&missing.display().to_string()), "the error should name the file: {reason}");
         }
         other => panic!("expected InvalidConfig, got {other:?}"),
     }
@@ -242,8 +232,8 @@ fn cafile_without_a_certificate_is_a_configuration_error() {
         .expect_err("a cafile with no certificate must be refused");
     match &err {
         GlanceError::InvalidConfig(reason) => {
-            assert!(reason.contains("no PEM certificate"), "{reason}");
-            assert!(reason.contains(&empty.display().to_string()), "{reason}");
+            assert!(reason.what.contains("no PEM certificate"), "{reason}");
+            assert!(reason.what.contains(&empty.display().to_string()), "{reason}");
         }
         other => panic!("expected InvalidConfig, got {other:?}"),
     }
