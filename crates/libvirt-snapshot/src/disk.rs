@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::SnapshotError;
+use crate::error::{QemuImgFailure, SnapshotError};
 use crate::format::{DiskFormat, SourceType};
 use crate::qemu_img::{self, ImageInfo};
 
@@ -33,8 +33,7 @@ pub struct RootDisk {
 impl RootDisk {
     /// Reads the root disk from a domain XML document.
     pub fn from_domain_xml(xml: &str) -> Result<Self, SnapshotError> {
-        let doc = roxmltree::Document::parse(xml)
-            .map_err(|e| SnapshotError::NoRootDisk { reason: format!("unparsable domain XML: {e}") })?;
+        let doc = roxmltree::Document::parse(xml).map_err(|source| SnapshotError::DomainXml { source })?;
         let disk = doc
             .descendants()
             .filter(|n| n.has_tag_name("disk") && n.parent().is_some_and(|p| p.has_tag_name("devices")))
@@ -122,7 +121,7 @@ impl BackingChain {
 
     fn from_infos(infos: Vec<ImageInfo>) -> Result<Self, SnapshotError> {
         if infos.is_empty() {
-            return Err(SnapshotError::QemuImg { command: "info", message: "empty chain".into() });
+            return Err(SnapshotError::qemu_img("info", QemuImgFailure::EmptyChain));
         }
         let layers = infos
             .into_iter()

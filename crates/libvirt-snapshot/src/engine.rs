@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use error_chain::Chain;
 use virt::domain::Domain;
 
 use crate::config::EngineConfig;
@@ -67,7 +68,7 @@ impl Drop for SnapshotImage {
         drop(self.workdir.take());
         if let Some(entry) = self.journal.take() {
             if let Err(e) = entry.finish() {
-                tracing::error!(error = %e, "cannot remove the journal record");
+                tracing::error!(error = %Chain(&e), "cannot remove the journal record");
             }
         }
     }
@@ -257,7 +258,7 @@ impl SnapshotEngine {
         let taken = self.take(req, make_sink, progress, cancel)?;
         drop(taken.workdir);
         if let Err(e) = taken.entry.finish() {
-            tracing::error!(error = %e, "cannot remove the journal record");
+            tracing::error!(error = %Chain(&e), "cannot remove the journal record");
         }
         Ok((taken.output, taken.summary))
     }
@@ -319,7 +320,7 @@ impl SnapshotEngine {
                 })
             }
             Err(err) => {
-                tracing::error!(error = %err, "snapshot failed; undoing");
+                tracing::error!(error = %Chain(&err), "snapshot failed; undoing");
                 self.undo_failed(entry);
                 Err(err)
             }
@@ -380,7 +381,7 @@ impl SnapshotEngine {
         let conn = match self.hv.connection() {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(error = %e, "cannot reach libvirt to undo; recover() will");
+                tracing::error!(error = %Chain(&e), "cannot reach libvirt to undo; recover() will");
                 return;
             }
         };
@@ -390,7 +391,7 @@ impl SnapshotEngine {
         }
         if complete {
             if let Err(e) = entry.finish() {
-                tracing::error!(error = %e, "cannot remove the journal record");
+                tracing::error!(error = %Chain(&e), "cannot remove the journal record");
             }
         } else {
             tracing::error!(record = entry.record().id, "not everything could be undone; left for recover()");

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::error::SnapshotError;
@@ -145,26 +145,30 @@ impl Drop for Subscription {
 /// thread, once per process. Must happen before the first connection is
 /// opened, or keepalive and callbacks never fire on that connection.
 pub fn ensure_event_loop() -> Result<(), SnapshotError> {
-    static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
+    static STARTED: OnceLock<Result<(), Arc<SnapshotError>>> = OnceLock::new();
     STARTED
-        .get_or_init(|| {
-            // Errors are returned to callers (and logged by them); libvirt's
-            // default handler would also print each one to stderr.
-            virt::error::clear_error_callback();
-            virt::event::event_register_default_impl().map_err(|e| e.to_string())?;
-            std::thread::Builder::new()
-                .name("libvirt-events".into())
-                .spawn(|| loop {
-                    if let Err(e) = virt::event::event_run_default_impl() {
-                        tracing::error!(error = %e, "libvirt event loop iteration failed");
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                })
-                .map_err(|e| e.to_string())?;
-            Ok(())
-        })
+        .get_or_init(|| start_event_loop().map_err(Arc::new))
         .clone()
-        .map_err(|message| SnapshotError::Libvirt { operation: "event loop", code: 0, message })
+        .map_err(|source| SnapshotError::EventLoop { source })
+}
+
+/// Registers libvirt's default event implementation and starts the thread
+/// that runs it.
+fn start_event_loop() -> Result<(), SnapshotError> {
+    // Errors are returned to callers (and logged by them); libvirt's
+    // default handler would also print each one to stderr.
+    virt::error::clear_error_callback();
+    virt::event::event_register_default_impl().map_err(|e| SnapshotError::libvirt("virEventRegisterDefaultImpl", e))?;
+    std::thread::Builder::new()
+        .name("libvirt-events".into())
+        .spawn(|| loop {
+            if let Err(e) = virt::event::event_run_default_impl() {
+                tracing::error!(error = %e, "libvirt event loop iteration failed");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .map_err(|e| SnapshotError::io("spawn the libvirt-events thread", e))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -283,26 +283,25 @@ pub(crate) fn read_domain_state(domain: &Domain, uuid: &str) -> Result<DomainSta
     Ok(state.known().map(DomainState::from_libvirt).unwrap_or(DomainState::NoState))
 }
 
-/// Classifies a failed `virConnectOpenAuth` of `uri`: credentials
-/// libvirt asked for and auth.conf lacked, refused authentication, or
-/// any other connection error (`Libvirt { operation: "open" }`).
+/// Classifies a failed `virConnectOpenAuth` of `uri`: credentials libvirt
+/// asked for and auth.conf lacked, refused authentication, or any other
+/// connection error (`Libvirt { operation: "open" }`).
 fn open_error(uri: &str, err: ffi::OpenAuthError) -> SnapshotError {
-    let code = err.error.code().to_raw();
-    let message = err.error.message().to_owned();
-    if !err.requested.is_empty() {
+    let ffi::OpenAuthError { error: source, requested } = err;
+    if !requested.is_empty() {
         let mut credentials: Vec<String> = Vec::new();
-        for c in &err.requested {
+        for c in &requested {
             if !credentials.iter().any(|n| n == c.name) {
                 credentials.push(c.name.to_owned());
             }
         }
-        return SnapshotError::CredentialsMissing { uri: uri.to_owned(), credentials, message };
+        return SnapshotError::CredentialsMissing { uri: uri.to_owned(), credentials, source };
     }
-    match code {
+    match source.code().to_raw() {
         VIR_ERR_AUTH_FAILED | VIR_ERR_AUTH_CANCELLED | VIR_ERR_AUTH_UNAVAILABLE => {
-            SnapshotError::AuthFailed { uri: uri.to_owned(), code, message }
+            SnapshotError::AuthFailed { uri: uri.to_owned(), source }
         }
-        _ => SnapshotError::Libvirt { operation: "open", code, message },
+        _ => SnapshotError::libvirt("open", source),
     }
 }
 

@@ -45,8 +45,8 @@ pub struct JournalRecord {
     pub steps: Vec<Step>,
 }
 
-/// A record file and its parsed content (or why it cannot be parsed).
-pub type PendingRecord = (PathBuf, Result<JournalRecord, String>);
+/// A record file and its parsed content (or why it cannot be read).
+pub type PendingRecord = (PathBuf, Result<JournalRecord, SnapshotError>);
 
 /// The journal directory.
 #[derive(Debug, Clone)]
@@ -62,8 +62,12 @@ pub struct JournalEntry {
     dir: PathBuf,
 }
 
-fn journal_err(path: &Path, e: impl std::fmt::Display) -> SnapshotError {
-    SnapshotError::Journal { path: path.to_owned(), message: e.to_string() }
+fn journal_err(path: &Path, source: std::io::Error) -> SnapshotError {
+    SnapshotError::Journal { path: path.to_owned(), source }
+}
+
+fn record_err(path: &Path, source: serde_json::Error) -> SnapshotError {
+    SnapshotError::JournalRecord { path: path.to_owned(), source }
 }
 
 /// Field 22 of `/proc/<pid>/stat`: the process start time.
@@ -121,8 +125,8 @@ impl Journal {
                 continue;
             }
             let parsed = fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<JournalRecord>(&b).map_err(|e| e.to_string()));
+                .map_err(|e| journal_err(&path, e))
+                .and_then(|b| serde_json::from_slice::<JournalRecord>(&b).map_err(|e| record_err(&path, e)));
             out.push((path, parsed));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -171,7 +175,7 @@ impl JournalEntry {
 
     fn write(&self) -> Result<(), SnapshotError> {
         let tmp = self.path.with_extension("tmp");
-        let body = serde_json::to_vec_pretty(&self.record).map_err(|e| journal_err(&self.path, e))?;
+        let body = serde_json::to_vec_pretty(&self.record).map_err(|e| record_err(&self.path, e))?;
         let mut f = OpenOptions::new()
             .write(true)
             .create(true)
@@ -217,7 +221,7 @@ mod tests {
         fs::write(dir.path().join("b.json"), b"not json").unwrap();
         let pending = journal.pending().unwrap();
         assert_eq!(pending.len(), 1);
-        assert!(pending[0].1.is_err());
+        assert!(matches!(pending[0].1, Err(SnapshotError::JournalRecord { .. })));
         assert!(!dir.path().join("a.tmp").exists());
     }
 

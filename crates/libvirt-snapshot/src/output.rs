@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use error_chain::Chain;
+
 use crate::error::SnapshotError;
 use crate::format::{DiskFormat, ImageFormat};
 use crate::qemu_img;
@@ -179,20 +181,21 @@ impl WorkDir {
 impl Drop for WorkDir {
     fn drop(&mut self) {
         if !self.keep {
-            remove_tree(&self.path);
+            // A failure is only logged (nova does the same); the journal
+            // record still lists the directory, so recover() retries.
+            if let Err(e) = remove_tree(&self.path) {
+                tracing::error!(error = %Chain(&e), "cannot remove snapshot temp dir");
+            }
         }
     }
 }
 
-/// Removes a directory tree; a failure is only logged (nova does the same).
-pub(crate) fn remove_tree(path: &Path) -> bool {
+/// Removes a directory tree; one that is already gone is fine.
+pub(crate) fn remove_tree(path: &Path) -> Result<(), SnapshotError> {
     match fs::remove_dir_all(path) {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "cannot remove snapshot temp dir");
-            false
-        }
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(SnapshotError::io(format!("remove {}", path.display()), e)),
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::error::SnapshotError;
+use crate::error::{QemuImgFailure, SnapshotError};
 use crate::format::{DiskFormat, ImageFormat};
 
 const QEMU_IMG: &str = "qemu-img";
@@ -37,12 +37,10 @@ fn run(command: &'static str, cmd: &mut Command) -> Result<Vec<u8>, SnapshotErro
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| SnapshotError::QemuImg { command, message: format!("cannot run qemu-img: {e}") })?;
+        .map_err(|e| SnapshotError::qemu_img(command, QemuImgFailure::Spawn(e)))?;
     if !out.status.success() {
-        return Err(SnapshotError::QemuImg {
-            command,
-            message: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
-        });
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        return Err(SnapshotError::qemu_img(command, QemuImgFailure::Exited { status: out.status, stderr }));
     }
     Ok(out.stdout)
 }
@@ -56,16 +54,14 @@ pub fn info_chain(path: &Path, format: Option<&DiskFormat>) -> Result<Vec<ImageI
     }
     cmd.arg(path);
     let out = run("info", &mut cmd)?;
-    serde_json::from_slice(&out)
-        .map_err(|e| SnapshotError::QemuImg { command: "info", message: format!("unexpected JSON: {e}") })
+    serde_json::from_slice(&out).map_err(|e| SnapshotError::qemu_img("info", QemuImgFailure::Json(e)))
 }
 
 /// One image without its chain.
 #[cfg(test)]
 pub fn info(path: &Path) -> Result<ImageInfo, SnapshotError> {
     let out = run("info", Command::new(QEMU_IMG).args(["info", "--force-share", "--output=json"]).arg(path))?;
-    serde_json::from_slice(&out)
-        .map_err(|e| SnapshotError::QemuImg { command: "info", message: format!("unexpected JSON: {e}") })
+    serde_json::from_slice(&out).map_err(|e| SnapshotError::qemu_img("info", QemuImgFailure::Json(e)))
 }
 
 /// A qcow2 of `size` bytes over `backing` (absolute path, explicit format: QEMU
@@ -116,8 +112,7 @@ pub fn convert(
     }
     cmd.arg(job.source).arg(job.dest);
     cmd.env("LC_ALL", "C").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child =
-        cmd.spawn().map_err(|e| SnapshotError::QemuImg { command: "convert", message: format!("cannot run: {e}") })?;
+    let mut child = cmd.spawn().map_err(|e| SnapshotError::qemu_img("convert", QemuImgFailure::Spawn(e)))?;
     let mut stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel();
@@ -159,7 +154,7 @@ pub fn convert(
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(SnapshotError::QemuImg { command: "convert", message: e.to_string() }),
+            Err(e) => return Err(SnapshotError::qemu_img("convert", QemuImgFailure::Wait(e))),
         }
     };
     let _ = reader.join();
@@ -168,7 +163,8 @@ pub fn convert(
     }
     let stderr = err_reader.join().unwrap_or_default();
     if !status.success() {
-        return Err(SnapshotError::QemuImg { command: "convert", message: format!("{status}: {}", stderr.trim()) });
+        let stderr = stderr.trim().to_owned();
+        return Err(SnapshotError::qemu_img("convert", QemuImgFailure::Exited { status, stderr }));
     }
     Ok(())
 }

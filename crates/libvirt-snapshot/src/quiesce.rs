@@ -104,8 +104,8 @@ pub(crate) fn should_quiesce(policy: QuiescePolicy, qemu: bool) -> Result<bool, 
 /// The freeze call's outcome, handed from the freeze thread to the caller —
 /// or, when the caller stopped waiting, left to the freeze thread to undo.
 struct Handoff {
-    /// `fs_freeze`'s result: frozen count, or (libvirt error code, message).
-    result: Option<Result<u32, (u32, String)>>,
+    /// `fs_freeze`'s result: frozen count, or libvirt's error.
+    result: Option<Result<u32, virt::error::Error>>,
     /// The caller's `timeout` ran out and it reported the freeze as failed.
     abandoned: bool,
 }
@@ -129,11 +129,8 @@ pub(crate) fn freeze(domain: &Domain, timeout: Duration) -> Result<Frozen, Snaps
         .name("fs-freeze".into())
         .spawn(move || {
             let started = Instant::now();
-            // The error is thread-local: convert it here.
-            let r = ffi::fs_freeze(&dom).map_err(|e| {
-                let code = e.code().to_raw();
-                (code, e.message().to_owned())
-            });
+            // The error is thread-local: `fs_freeze` reads it in this thread.
+            let r = ffi::fs_freeze(&dom);
             let (lock, cv) = &*theirs;
             let mut handoff = lock.lock().unwrap_or_else(|p| p.into_inner());
             if !handoff.abandoned {
@@ -176,21 +173,21 @@ pub(crate) fn freeze(domain: &Domain, timeout: Duration) -> Result<Frozen, Snaps
             tracing::info!(frozen = n, took_ms = started.elapsed().as_millis() as u64, "guest filesystems frozen");
             Ok(Frozen { domain: domain.clone(), frozen_at: Instant::now(), filesystems: n, thawed: false })
         }
-        Some(Err((code, message))) => {
+        Some(Err(source)) => {
             // A partial freeze is possible; thawing a thawed guest is a no-op.
             let _ = ffi::fs_thaw(domain);
-            let message = if code == VIR_ERR_AGENT_UNRESPONSIVE {
-                format!("libvirt cannot connect to the qemu-guest-agent: {message}")
-            } else {
-                message
-            };
-            Err(SnapshotError::QuiesceFailed { message, agent_unresponsive: code == VIR_ERR_AGENT_UNRESPONSIVE })
+            Err(SnapshotError::QuiesceFailed {
+                message: "fsFreeze failed".into(),
+                agent_unresponsive: source.code().to_raw() == VIR_ERR_AGENT_UNRESPONSIVE,
+                source: Some(source),
+            })
         }
         None => {
             tracing::warn!(?timeout, "fsFreeze did not return in time; it is thawed as soon as it returns");
             Err(SnapshotError::QuiesceFailed {
                 message: format!("the guest agent did not freeze within {timeout:?}"),
                 agent_unresponsive: true,
+                source: None,
             })
         }
     }
@@ -201,6 +198,7 @@ pub(crate) fn no_agent_channel() -> SnapshotError {
     SnapshotError::QuiesceFailed {
         message: "the domain has no qemu-guest-agent channel (org.qemu.guest_agent.0)".into(),
         agent_unresponsive: true,
+        source: None,
     }
 }
 

@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState};
 
+use error_chain::{error_chain, Chain};
+
 use crate::disk;
 use crate::error::VIR_ERR_NO_DOMAIN;
 use crate::ffi;
@@ -75,9 +77,9 @@ pub fn recover(hv: &Hypervisor, journal: &Journal) -> Result<RecoveryReport, Sna
         report.records += 1;
         let record = match record {
             Ok(r) => r,
-            Err(error) => {
-                tracing::error!(path = %path.display(), error, "unreadable journal record removed");
-                report.actions.push(RecoveryAction::Unreadable { path: path.clone(), error });
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %Chain(&e), "unreadable journal record removed");
+                report.actions.push(RecoveryAction::Unreadable { path: path.clone(), error: error_chain(&e) });
                 journal.remove(&path)?;
                 continue;
             }
@@ -116,13 +118,14 @@ pub(crate) fn undo(conn: &Connect, record: &JournalRecord) -> (Vec<RecoveryActio
         Ok(d) => Some(d),
         Err(e) if e.code().to_raw() == VIR_ERR_NO_DOMAIN => None,
         Err(e) => {
-            actions.push(RecoveryAction::Failed { domain: uuid.into(), step: "lookup", error: e.to_string() });
+            let error = error_chain(&SnapshotError::libvirt("lookupByUUIDString", e));
+            actions.push(RecoveryAction::Failed { domain: uuid.into(), step: "lookup", error });
             return (actions, false);
         }
     };
-    let mut fail = |actions: &mut Vec<RecoveryAction>, step, error: String| {
-        tracing::error!(domain = uuid, step, error, "recovery step failed");
-        actions.push(RecoveryAction::Failed { domain: uuid.into(), step, error });
+    let mut fail = |actions: &mut Vec<RecoveryAction>, step, e: SnapshotError| {
+        tracing::error!(domain = uuid, step, error = %Chain(&e), "recovery step failed");
+        actions.push(RecoveryAction::Failed { domain: uuid.into(), step, error: error_chain(&e) });
         complete = false;
     };
     if let Some(dom) = &domain {
@@ -162,7 +165,7 @@ pub(crate) fn undo(conn: &Connect, record: &JournalRecord) -> (Vec<RecoveryActio
             if transient {
                 match conn.define_domain_xml(xml) {
                     Ok(_) => actions.push(RecoveryAction::Redefined { domain: uuid.into() }),
-                    Err(e) => fail(&mut actions, "define", e.to_string()),
+                    Err(e) => fail(&mut actions, "define", SnapshotError::libvirt("defineXML", e)),
                 }
             }
         }
@@ -170,10 +173,9 @@ pub(crate) fn undo(conn: &Connect, record: &JournalRecord) -> (Vec<RecoveryActio
     for step in &record.steps {
         if let Step::TempDir { path } = step {
             if path.exists() {
-                if remove_tree(path) {
-                    actions.push(RecoveryAction::TempDirRemoved { path: path.clone() });
-                } else {
-                    fail(&mut actions, "remove temp dir", format!("cannot remove {}", path.display()));
+                match remove_tree(path) {
+                    Ok(()) => actions.push(RecoveryAction::TempDirRemoved { path: path.clone() }),
+                    Err(e) => fail(&mut actions, "remove temp dir", e),
                 }
             }
         }
@@ -182,11 +184,11 @@ pub(crate) fn undo(conn: &Connect, record: &JournalRecord) -> (Vec<RecoveryActio
 }
 
 /// Aborts the disk's copy job if its destination is ours.
-fn abort_mirror(dom: &Domain, disk: &str, dest: &std::path::Path) -> Result<bool, String> {
-    let xml = dom.xml_desc(0).map_err(|e| e.to_string())?;
+fn abort_mirror(dom: &Domain, disk: &str, dest: &std::path::Path) -> Result<bool, SnapshotError> {
+    let xml = dom.xml_desc(0).map_err(|e| SnapshotError::libvirt("XMLDesc", e))?;
     match disk::mirror_of(&xml, disk) {
         Some((file, _ready)) if file == dest => {
-            ffi::block_job_abort(dom, disk, false, false).map_err(|e| e.to_string())?;
+            ffi::block_job_abort(dom, disk, false, false).map_err(|e| SnapshotError::libvirt("blockJobAbort", e))?;
             Ok(true)
         }
         _ => Ok(false),
@@ -194,7 +196,7 @@ fn abort_mirror(dom: &Domain, disk: &str, dest: &std::path::Path) -> Result<bool
 }
 
 /// Aborts the domain's backup job if it writes our target.
-fn abort_backup(dom: &Domain, target: &std::path::Path) -> Result<bool, String> {
+fn abort_backup(dom: &Domain, target: &std::path::Path) -> Result<bool, SnapshotError> {
     if !dom.is_active().unwrap_or(false) || !backup_listed(dom, target) {
         return Ok(false);
     }
@@ -207,7 +209,7 @@ fn abort_backup(dom: &Domain, target: &std::path::Path) -> Result<bool, String> 
         let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while backup_listed(dom, target) {
             if std::time::Instant::now() >= until {
-                return Err(e.to_string());
+                return Err(SnapshotError::libvirt("abortJob", e));
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
@@ -224,23 +226,23 @@ fn backup_listed(dom: &Domain, target: &std::path::Path) -> bool {
     }
 }
 
-fn resume_if_paused(dom: &Domain) -> Result<bool, String> {
-    let (state, _) = dom.state().map_err(|e| e.to_string())?;
+fn resume_if_paused(dom: &Domain) -> Result<bool, SnapshotError> {
+    let (state, _) = dom.state().map_err(|e| SnapshotError::libvirt("getState", e))?;
     if state.known() != Some(DomainState::Paused) {
         return Ok(false);
     }
-    dom.resume().map_err(|e| e.to_string())?;
+    dom.resume().map_err(|e| SnapshotError::libvirt("resume", e))?;
     Ok(true)
 }
 
 /// Thaws a running guest (a no-op when nothing is frozen); a guest that is
 /// not running has nothing frozen.
-fn thaw_if_running(dom: &Domain) -> Result<Option<u32>, String> {
-    let (state, _) = dom.state().map_err(|e| e.to_string())?;
+fn thaw_if_running(dom: &Domain) -> Result<Option<u32>, SnapshotError> {
+    let (state, _) = dom.state().map_err(|e| SnapshotError::libvirt("getState", e))?;
     if state.known() != Some(DomainState::Running) {
         return Ok(None);
     }
-    ffi::fs_thaw(dom).map(Some).map_err(|e| e.to_string())
+    ffi::fs_thaw(dom).map(Some).map_err(|e| SnapshotError::libvirt("fsThaw", e))
 }
 
 #[cfg(test)]

@@ -221,7 +221,7 @@ fn a_freeze_that_times_out_fails_at_the_deadline_and_is_thawed_when_it_lands() {
     let took = started.elapsed();
     eprintln!("MEASURE freeze timeout 1 s with a SIGSTOPped agent: snapshot failed after {took:?}");
     match res {
-        Err(SnapshotError::QuiesceFailed { agent_unresponsive: true, message }) => {
+        Err(SnapshotError::QuiesceFailed { agent_unresponsive: true, message, .. }) => {
             assert!(message.contains("did not freeze within"), "{message}")
         }
         other => panic!("expected a timed-out freeze, got {other:?}"),

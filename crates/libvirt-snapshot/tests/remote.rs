@@ -153,14 +153,16 @@ fn open_fails(scratch: &Scratch, uri: &str) -> String {
     let res = SnapshotEngine::open(remote_config(scratch, uri));
     let elapsed = started.elapsed();
     match res {
-        Err(SnapshotError::Libvirt { operation: "open", code, message }) => {
+        Err(SnapshotError::Libvirt { operation: "open", source }) => {
+            let (code, message) = (source.code().to_raw(), source.message().to_owned());
             eprintln!("{uri}: refused in {elapsed:?}: {message} (code {code})");
             assert_ne!(code, 0);
             assert!(elapsed < std::time::Duration::from_secs(30), "took {elapsed:?}");
             message
         }
         // A peer certificate libvirt cannot verify is VIR_ERR_AUTH_FAILED.
-        Err(SnapshotError::AuthFailed { uri: u, code, message }) => {
+        Err(SnapshotError::AuthFailed { uri: u, source }) => {
+            let (code, message) = (source.code().to_raw(), source.message().to_owned());
             eprintln!("{uri}: refused in {elapsed:?}: {message} (auth, code {code})");
             assert_eq!(u, uri);
             assert!(elapsed < std::time::Duration::from_secs(30), "took {elapsed:?}");

@@ -149,7 +149,8 @@ fn without_the_credentials_in_any_auth_conf_the_error_names_them_and_the_uri() {
     //    $XDG_CONFIG_HOME, none in /etc/libvirt): both credentials missing.
     let (err, _) = open_err(&scratch, LIBVIRT_TCP_URI);
     match &err {
-        SnapshotError::CredentialsMissing { uri, credentials, message } => {
+        SnapshotError::CredentialsMissing { uri, credentials, source } => {
+            let message = source.message();
             assert_eq!(uri, LIBVIRT_TCP_URI);
             // libvirt's words when the auth callback refuses (nova's
             // behaviour), rather than SASL running on with empty answers.
@@ -210,9 +211,9 @@ fn a_wrong_password_is_a_clear_auth_error_at_once() {
     let uri = libvirt_tcp_uri_with_authfile(&file);
     let (err, _) = open_err(&scratch, &uri);
     match &err {
-        SnapshotError::AuthFailed { uri: u, code, .. } => {
+        SnapshotError::AuthFailed { uri: u, source } => {
             assert_eq!(u, &uri);
-            assert_eq!(*code, 45, "VIR_ERR_AUTH_FAILED");
+            assert_eq!(source.code().to_raw(), 45, "VIR_ERR_AUTH_FAILED");
         }
         other => panic!("expected AuthFailed, got {other:?}"),
     }

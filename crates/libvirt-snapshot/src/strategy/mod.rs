@@ -13,6 +13,7 @@ pub(crate) mod mirror;
 use std::path::Path;
 use std::time::Duration;
 
+use error_chain::Chain;
 use virt::domain::Domain;
 
 use crate::config::{EngineConfig, LiveStrategy};
@@ -119,6 +120,7 @@ impl Ctx<'_> {
             let err = SnapshotError::QuiesceFailed {
                 message: format!("the guest is not running ({:?}); its agent cannot freeze", self.domain_state),
                 agent_unresponsive: true,
+                source: None,
             };
             return self.freeze_failed(err);
         }
@@ -134,10 +136,10 @@ impl Ctx<'_> {
 
     fn freeze_failed(&self, err: SnapshotError) -> Result<Option<Frozen>, SnapshotError> {
         if self.quiesce.required {
-            tracing::error!(error = %err, "quiesce failed and os_require_quiesce is set");
+            tracing::error!(error = %Chain(&err), "quiesce failed and os_require_quiesce is set");
             return Err(err);
         }
-        tracing::warn!(error = %err, "quiesce failed; snapshot continues unquiesced");
+        tracing::warn!(error = %Chain(&err), "quiesce failed; snapshot continues unquiesced");
         Ok(None)
     }
 
