@@ -1,5 +1,5 @@
-//! The transport: one supervised AMQP connection per [`Transport`], the
-//! reconnect supervisor (oslo's backoff, host failover, re-declaring every
+//! The broker side of a transport: one supervised AMQP connection per
+//! [`crate::Transport`], the reconnect supervisor (oslo's backoff, host failover, re-declaring every
 //! queue and re-subscribing every consumer after any connection or channel
 //! loss), consumer subscriptions feeding deliveries into the RPC server and
 //! reply waiter, and publishing with publisher confirms.
@@ -24,7 +24,6 @@ use crate::codec::Outgoing;
 use crate::connection::{error_chain, Connector};
 use crate::error::Error;
 use crate::options::RabbitOptions;
-use crate::rpc::client::ReplyWaiter;
 use crate::topology::{self, ArgValue, ExchangeSpec, QueueSpec};
 use crate::url::TransportUrl;
 
@@ -35,22 +34,6 @@ const REPLY_RETRY_EVERY: Duration = Duration::from_millis(250);
 /// A reply queue found missing is skipped for this long (oslo: 60 s).
 const OBSOLETE_REPLY_QUEUE_TTL: Duration = Duration::from_secs(60);
 
-/// An oslo.messaging transport over RabbitMQ: cheap to clone, shared by the
-/// RPC servers, clients and notifiers of a process.
-#[derive(Clone)]
-pub struct Transport {
-    pub(crate) inner: Arc<Inner>,
-}
-
-impl std::fmt::Debug for Transport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transport")
-            .field("control_exchange", &self.inner.control_exchange)
-            .field("broker", &self.broker())
-            .finish()
-    }
-}
-
 pub(crate) struct Inner {
     connector: Connector,
     control_exchange: String,
@@ -58,7 +41,6 @@ pub(crate) struct Inner {
     subscriptions: Mutex<Vec<Arc<Subscription>>>,
     shutdown: watch::Sender<bool>,
     generations: AtomicU64,
-    pub(crate) reply_waiter: tokio::sync::OnceCell<Arc<ReplyWaiter>>,
     obsolete_reply_queues: Mutex<HashMap<String, Instant>>,
 }
 
@@ -83,74 +65,56 @@ pub(crate) enum Destination {
     Direct { queue: String },
 }
 
-impl Transport {
+impl Inner {
     /// Connects to the first reachable broker of `url` (trying each once) and
     /// starts the reconnect supervisor, which from then on reconnects forever
-    /// with oslo's backoff. `control_exchange` is `[DEFAULT] control_exchange`
-    /// (`nova` for nova).
-    pub async fn connect(
+    /// with oslo's backoff.
+    pub(crate) async fn start(
         url: &TransportUrl,
         options: RabbitOptions,
-        control_exchange: impl Into<String>,
-    ) -> Result<Self, Error> {
+        control_exchange: String,
+    ) -> Result<Arc<Self>, Error> {
         let connector = Connector::new(url, &options)?;
         let (session_tx, _) = watch::channel(None);
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             connector,
-            control_exchange: control_exchange.into(),
+            control_exchange,
             session_tx,
             subscriptions: Mutex::new(Vec::new()),
             shutdown,
             generations: AtomicU64::new(0),
-            reply_waiter: tokio::sync::OnceCell::new(),
             obsolete_reply_queues: Mutex::new(HashMap::new()),
         });
         let session = inner.open_session().await?;
         inner.session_tx.send_replace(Some(session.clone()));
         tokio::spawn(supervise(Arc::downgrade(&inner), session, inner.shutdown.subscribe()));
-        Ok(Self { inner })
+        Ok(inner)
     }
 
     /// `[DEFAULT] control_exchange`.
-    pub fn control_exchange(&self) -> &str {
-        &self.inner.control_exchange
-    }
-
-    /// The options this transport was built with.
-    pub fn options(&self) -> &RabbitOptions {
-        self.inner.connector.options()
+    pub(crate) fn control_exchange(&self) -> &str {
+        &self.control_exchange
     }
 
     /// Whether a connection is currently up.
-    pub fn is_connected(&self) -> bool {
-        self.inner.current().is_some_and(|s| s.is_alive())
+    pub(crate) fn is_connected(&self) -> bool {
+        self.current().is_some_and(|s| s.is_alive())
     }
 
     /// `host:port` of the broker currently connected to.
-    pub fn broker(&self) -> Option<String> {
-        self.inner.current().map(|s| s.broker.clone())
+    pub(crate) fn broker(&self) -> Option<String> {
+        self.current().map(|s| s.broker.clone())
     }
 
-    /// How many connections this transport has opened (1 + reconnects).
-    pub fn connection_count(&self) -> u64 {
-        self.inner.generations.load(Ordering::Relaxed)
+    /// How many connections have been opened (1 + reconnects).
+    pub(crate) fn connection_count(&self) -> u64 {
+        self.generations.load(Ordering::Relaxed)
     }
 
-    /// The reply queue of this transport's calls, once the first call made it.
-    pub fn reply_queue(&self) -> Option<String> {
-        self.inner.reply_waiter.get().map(|w| w.queue.clone())
-    }
-
-    /// Waits until a connection is up.
-    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), Error> {
-        self.inner.wait_session(Instant::now() + timeout).await.map(drop)
-    }
-
-    /// Deletes a queue (maintenance and test clean-up; oslo never deletes
-    /// queues but fanout ones at close). Returns the number of messages dropped.
-    pub async fn delete_queue(&self, name: &str) -> Result<u32, Error> {
-        let session = self.inner.wait_session(Instant::now() + Duration::from_secs(10)).await?;
+    /// Deletes a queue; returns the number of messages dropped.
+    pub(crate) async fn delete_queue(&self, name: &str) -> Result<u32, Error> {
+        let session = self.wait_session(Instant::now() + Duration::from_secs(10)).await?;
         let ch = session.connection.create_channel().await.map_err(|e| Error::connection("open channel", e))?;
         let n = ch.queue_delete(name.into(), QueueDeleteOptions::default()).await.map_err(|e| Error::Declare {
             what: format!("delete queue {name}"),
@@ -160,9 +124,9 @@ impl Transport {
         Ok(n)
     }
 
-    /// Deletes an exchange (test clean-up).
-    pub async fn delete_exchange(&self, name: &str) -> Result<(), Error> {
-        let session = self.inner.wait_session(Instant::now() + Duration::from_secs(10)).await?;
+    /// Deletes an exchange.
+    pub(crate) async fn delete_exchange(&self, name: &str) -> Result<(), Error> {
+        let session = self.wait_session(Instant::now() + Duration::from_secs(10)).await?;
         let ch = session.connection.create_channel().await.map_err(|e| Error::connection("open channel", e))?;
         ch.exchange_delete(name.into(), Default::default()).await.map_err(|e| Error::Declare {
             what: format!("delete exchange {name}"),
@@ -172,17 +136,14 @@ impl Transport {
         Ok(())
     }
 
-    /// Stops the supervisor and closes the connection. Servers should be
-    /// stopped first.
-    pub async fn close(&self) {
-        self.inner.shutdown.send_replace(true);
-        if let Some(session) = self.inner.session_tx.send_replace(None) {
+    /// Stops the supervisor and closes the connection.
+    pub(crate) async fn close(&self) {
+        self.shutdown.send_replace(true);
+        if let Some(session) = self.session_tx.send_replace(None) {
             let _ = session.connection.close(200, "OK".into()).await;
         }
     }
-}
 
-impl Inner {
     fn current(&self) -> Option<Arc<Session>> {
         self.session_tx.borrow().clone()
     }

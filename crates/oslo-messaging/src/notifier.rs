@@ -9,11 +9,12 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tracing::debug;
 
+use crate::broker::Destination;
 use crate::codec::{self, new_id};
 use crate::context::Context;
 use crate::error::Error;
 use crate::topology;
-use crate::transport::{Destination, Transport};
+use crate::transport::Transport;
 
 /// How long a notification waits for a connection before failing.
 const SEND_DEADLINE: Duration = Duration::from_secs(60);

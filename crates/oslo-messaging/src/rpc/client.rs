@@ -4,24 +4,22 @@
 //! call-monitor timeout (`_timeout`) renewed by `ending: false` heartbeats,
 //! and remote failures decoded into [`Error::Remote`].
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
+use crate::broker::Destination;
 use crate::codec::{self, new_id, Outgoing, Reply, Request};
 use crate::context::Context;
 use crate::error::Error;
 use crate::remote_error::RemoteError;
 use crate::target::Target;
 use crate::topology;
-use crate::transport::{Destination, Incoming, Inner, Subscription, Transport};
+use crate::transport::Transport;
 
 /// oslo's default `rpc_response_timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -74,8 +72,7 @@ impl RpcClient {
 
     /// Sends a call and waits for its final reply.
     pub async fn call<A: Serialize>(&self, ctx: &Context, method: &str, args: A) -> Result<Value, Error> {
-        let inner = &self.transport.inner;
-        let waiter = inner.reply_waiter.get_or_try_init(|| ReplyWaiter::start(inner)).await?.clone();
+        let waiter = self.transport.reply_waiter().await?;
         let msg_id = new_id();
         let mut request = self.request(ctx, method, args, Some((msg_id.clone(), waiter.queue.clone())))?;
         request.timeout = Some(self.call_monitor_timeout.map_or(Value::Null, seconds_value));
@@ -84,7 +81,7 @@ impl RpcClient {
             codec::encode(&request.to_message(), Some(expiration_ms), self.compression()).map_err(Error::Encode)?;
         let deadline = Instant::now() + self.timeout;
         let mut replies = waiter.listen(&msg_id);
-        let _unlisten = Unlisten { waiter: &waiter, msg_id: &msg_id };
+        let _unlisten = waiter.unlisten_on_drop(&msg_id);
         debug!(method, msg_id, routing_key = %self.target.routing_key(), "CALL");
         self.publish_call(&out, &msg_id, deadline).await?;
         self.wait_reply(&mut replies, &msg_id, deadline).await
@@ -225,97 +222,5 @@ fn seconds_value(d: Duration) -> Value {
         Value::from(d.as_secs())
     } else {
         Value::from(d.as_secs_f64())
-    }
-}
-
-/// Removes a call's waiter however the call ends.
-struct Unlisten<'a> {
-    waiter: &'a ReplyWaiter,
-    msg_id: &'a str,
-}
-
-impl Drop for Unlisten<'_> {
-    fn drop(&mut self) {
-        self.waiter.lock_waiters().remove(self.msg_id);
-    }
-}
-
-/// The per-transport reply queue and the calls waiting on it.
-pub(crate) struct ReplyWaiter {
-    pub(crate) queue: String,
-    waiters: Mutex<HashMap<String, mpsc::UnboundedSender<Reply>>>,
-    seen: Mutex<VecDeque<String>>,
-}
-
-impl ReplyWaiter {
-    async fn start(inner: &Arc<Inner>) -> Result<Arc<Self>, Error> {
-        let o = inner.options();
-        let suffix = if o.use_queue_manager { topology::queue_manager_name(o) } else { new_id() };
-        let queue = format!("reply_{suffix}");
-        let (tx, rx) = mpsc::channel(256);
-        let sub = Subscription::new(vec![topology::reply_queue(o, &queue)], o.rabbit_qos_prefetch_count, tx);
-        inner.subscribe(sub).await?;
-        info!(reply_queue = %queue, "created reply queue");
-        let me = Arc::new(Self { queue, waiters: Mutex::new(HashMap::new()), seen: Mutex::new(VecDeque::new()) });
-        tokio::spawn(route_replies(Arc::downgrade(&me), rx));
-        Ok(me)
-    }
-
-    fn lock_waiters(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Reply>>> {
-        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn listen(&self, msg_id: &str) -> mpsc::UnboundedReceiver<Reply> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.lock_waiters().insert(msg_id.to_owned(), tx);
-        rx
-    }
-
-    fn is_duplicate(&self, unique_id: Option<&str>) -> bool {
-        let Some(id) = unique_id else { return false };
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.iter().any(|s| s == id) {
-            return true;
-        }
-        if seen.len() == 16 {
-            seen.pop_front();
-        }
-        seen.push_back(id.to_owned());
-        false
-    }
-
-    async fn route(&self, incoming: Incoming) {
-        let Incoming { delivery, queue } = incoming;
-        let decoded = codec::decode(&delivery.properties, &delivery.data).and_then(Reply::from_message);
-        let reply = match decoded {
-            Ok(r) => r,
-            Err(reason) => {
-                warn!(queue, %reason, "dropping malformed reply");
-                let _ = delivery.acker.reject(BasicRejectOptions { requeue: false }).await;
-                return;
-            }
-        };
-        let _ = delivery.acker.ack(BasicAckOptions::default()).await;
-        if self.is_duplicate(reply.unique_id.as_deref()) {
-            return;
-        }
-        let Some(msg_id) = reply.msg_id.clone() else {
-            warn!(queue, "dropping reply without _msg_id");
-            return;
-        };
-        let sender = self.lock_waiters().get(&msg_id).cloned();
-        match sender {
-            Some(tx) => {
-                let _ = tx.send(reply);
-            }
-            None => info!(msg_id, "no calling threads waiting for msg_id"),
-        }
-    }
-}
-
-async fn route_replies(weak: std::sync::Weak<ReplyWaiter>, mut rx: mpsc::Receiver<Incoming>) {
-    while let Some(incoming) = rx.recv().await {
-        let Some(waiter) = weak.upgrade() else { return };
-        waiter.route(incoming).await;
     }
 }

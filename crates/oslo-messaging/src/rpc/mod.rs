@@ -3,4 +3,5 @@
 
 pub(crate) mod client;
 pub(crate) mod dispatcher;
+pub(crate) mod reply;
 pub(crate) mod server;

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
+use crate::broker::{Incoming, Subscription};
 use crate::codec::{self, new_id, Reply, Request};
 use crate::connection::error_chain;
 use crate::error::Error;
@@ -22,7 +23,7 @@ use crate::remote_error::RemoteError;
 use crate::rpc::dispatcher::Dispatcher;
 use crate::target::Target;
 use crate::topology::{self, QueueSpec};
-use crate::transport::{Incoming, Subscription, Transport};
+use crate::transport::Transport;
 
 /// oslo's `_MsgIdCache.DUP_MSG_CHECK_SIZE`.
 const DUPLICATE_WINDOW: usize = 16;
