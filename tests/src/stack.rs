@@ -60,44 +60,10 @@ impl Component {
             Component::Libvirt => {
                 connect().map(drop).map_err(|e| format!("cannot connect to {LIBVIRT_URI}: {}", e.message()))
             }
-            Component::GuestFixture => {
-                let dir = stack_dir().join("guest");
-                let missing: Vec<String> = ["vmlinuz", "initramfs.img", "base.raw"]
-                    .iter()
-                    .map(|f| dir.join(f))
-                    .filter(|p| !p.is_file())
-                    .map(|p| p.display().to_string())
-                    .collect();
-                if missing.is_empty() {
-                    Ok(())
-                } else {
-                    Err(format!("not built, missing {}", missing.join(", ")))
-                }
-            }
+            Component::GuestFixture => guest_fixture_check(),
             Component::RabbitMq => tcp_check(RABBITMQ_ADDR),
             Component::Glance => tcp_check(GLANCE_ADDR),
-            Component::LibvirtListeners => {
-                let auth_file = libvirt_auth_file();
-                if !auth_file.is_file() {
-                    return Err(format!("no SASL auth.conf at {}", auth_file.display()));
-                }
-                let tcp = libvirt_tcp_uri_with_authfile(&auth_file);
-                let tls = libvirt_tls_uri(&libvirt_pki_dir());
-                for uri in [tcp.as_str(), tls.as_str()] {
-                    virt::error::clear_error_callback();
-                    // SASL needs an auth callback even when auth.conf holds
-                    // every credential; this one answers nothing (no prompt).
-                    let mut auth = ConnectAuth::new(
-                        vec![ConnectCredentialType::AuthName, ConnectCredentialType::Passphrase],
-                        |_| {},
-                    );
-                    // Dropping the connection closes it.
-                    Connect::open_auth(Some(uri), &mut auth, 0)
-                        .map(drop)
-                        .map_err(|e| format!("cannot connect to {uri}: {}", e.message()))?;
-                }
-                Ok(())
-            }
+            Component::LibvirtListeners => libvirt_listeners_check(),
         }
     }
 }
@@ -155,6 +121,45 @@ pub fn libvirt_up() -> Result<(), Error> {
             command: "libvirt_up".into(),
             detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
         });
+    }
+    Ok(())
+}
+
+/// The fixture files `deploy/dev/guest.sh` builds under `$STACK_DIR/guest`.
+fn guest_fixture_check() -> Result<(), String> {
+    let dir = stack_dir().join("guest");
+    let missing: Vec<String> = ["vmlinuz", "initramfs.img", "base.raw"]
+        .iter()
+        .map(|f| dir.join(f))
+        .filter(|p| !p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("not built, missing {}", missing.join(", ")))
+    }
+}
+
+/// Both network listeners answer with the stack's credentials (SASL on
+/// TCP, the client certificate on TLS).
+fn libvirt_listeners_check() -> Result<(), String> {
+    let auth_file = libvirt_auth_file();
+    if !auth_file.is_file() {
+        return Err(format!("no SASL auth.conf at {}", auth_file.display()));
+    }
+    let tcp = libvirt_tcp_uri_with_authfile(&auth_file);
+    let tls = libvirt_tls_uri(&libvirt_pki_dir());
+    for uri in [tcp.as_str(), tls.as_str()] {
+        virt::error::clear_error_callback();
+        // SASL needs an auth callback even when auth.conf holds
+        // every credential; this one answers nothing (no prompt).
+        let mut auth =
+            ConnectAuth::new(vec![ConnectCredentialType::AuthName, ConnectCredentialType::Passphrase], |_| {});
+        // Dropping the connection closes it.
+        Connect::open_auth(Some(uri), &mut auth, 0)
+            .map(drop)
+            .map_err(|e| format!("cannot connect to {uri}: {}", e.message()))?;
     }
     Ok(())
 }

@@ -50,10 +50,13 @@ fn is_db_locked(failure: &RemoteFailure) -> bool {
 /// One RPC call to the conductor.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConductorCall {
+    /// The RPC method: `object_action`, `object_class_action_versions`, `ping`.
     pub method: &'static str,
+    /// The method's keyword arguments, as oslo sends them (`args` of the message).
     pub args: Map<String, Value>,
     /// `None` for the conductor API; `Some("baseapi")` for `ping`.
     pub namespace: Option<&'static str>,
+    /// The target version: [`CONDUCTOR_VERSION`] for the conductor API, `1.0` for `baseapi`.
     pub version: &'static str,
     /// A per-call reply timeout; `None` means the transport's
     /// `rpc_response_timeout`.
@@ -75,7 +78,10 @@ pub trait ConductorTransport: Send + Sync + 'static {
 /// then with the configured RPC timeout, forever.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadinessPolicy {
+    /// The reply timeout of the first pings (nova: 10 s).
     pub early_timeout: Duration,
+    /// How many pings use [`ReadinessPolicy::early_timeout`] (nova: 10);
+    /// later ones use the transport's `rpc_response_timeout`.
     pub early_attempts: u32,
     /// Give up after this many attempts (`None`: never, as nova).
     pub max_attempts: Option<u32>,
@@ -101,10 +107,12 @@ pub struct ConductorApi<T> {
 }
 
 impl<T: ConductorTransport> ConductorApi<T> {
+    /// The conductor API over `transport`.
     pub fn new(transport: T) -> Self {
         ConductorApi { transport }
     }
 
+    /// The transport the calls go through (tests inspect their fakes' records).
     pub fn transport(&self) -> &T {
         &self.transport
     }

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 /// A primitive or reply that does not have the shape nova gives it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ObjectError {
+    /// What is wrong with it, naming the object class or the reply.
     #[error("malformed nova object: {0}")]
     Malformed(String),
 }
@@ -74,6 +75,7 @@ pub enum TransportError {
 /// A lost `Instance.save` compare-and-swap, as the conductor reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskStateConflict {
+    /// The instance whose save lost.
     pub instance_uuid: String,
     /// `{"task_state": [expected...]}`.
     pub expected: Value,
@@ -104,25 +106,47 @@ pub enum ConductorError {
     UnexpectedDeletingTaskState(Box<TaskStateConflict>),
     /// The instance row is gone (or deleted).
     #[error("instance {instance_id} could not be found")]
-    InstanceNotFound { instance_id: String },
+    InstanceNotFound {
+        /// The instance's uuid, as nova's `instance_id` kwarg carries it.
+        instance_id: String,
+    },
     /// No instance action for this request id: the event cannot be recorded.
     #[error("action for request_id {request_id} on instance {instance_uuid} not found")]
-    InstanceActionNotFound { request_id: String, instance_uuid: String },
+    InstanceActionNotFound {
+        /// The request whose action was looked up.
+        request_id: String,
+        /// The instance the action would belong to.
+        instance_uuid: String,
+    },
     /// The action exists but the event to finish was never started.
     #[error("event {event} not found for action id {action_id}")]
-    InstanceActionEventNotFound { event: String, action_id: String },
+    InstanceActionEventNotFound {
+        /// The event name, e.g. `compute_snapshot_instance`.
+        event: String,
+        /// The action's database id.
+        action_id: String,
+    },
     /// The Service row was deleted under a running service.
     #[error("service {service_id} could not be found")]
-    ServiceNotFound { service_id: String },
+    ServiceNotFound {
+        /// The Service row's id (or host/binary, as nova formats it).
+        service_id: String,
+    },
     /// Our service version is below the deployment's minimum.
     #[error("{message}")]
-    ServiceTooOld { message: String },
+    ServiceTooOld {
+        /// nova's message, naming our version and the minimum.
+        message: String,
+    },
     /// Any other exception the conductor raised.
     #[error("conductor raised {0}")]
     Remote(Box<RemoteFailure>),
     /// No reply within the call timeout (oslo's `MessagingTimeout`).
     #[error("timed out waiting for nova-conductor ({method})")]
-    Timeout { method: String },
+    Timeout {
+        /// The conductor method called.
+        method: String,
+    },
     /// The messaging transport could not carry the call (broker down,
     /// connection lost); retryable.
     #[error("cannot reach nova-conductor ({method})")]

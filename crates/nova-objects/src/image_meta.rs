@@ -19,9 +19,13 @@ const SKIPPED: &[&str] = &["mappings", "block_device_mapping", "img_mappings", "
 /// An instance's image metadata as nova derives it from system_metadata.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ImageMeta {
+    /// `image_min_ram` (MiB, as the string system_metadata holds), inherited by snapshots.
     pub min_ram: Option<String>,
+    /// `image_min_disk` (GiB, as a string), inherited by snapshots.
     pub min_disk: Option<String>,
+    /// `image_disk_format` of the instance's image (`qcow2`, `raw`, ...).
     pub disk_format: Option<String>,
+    /// `image_container_format` of the instance's image (`bare`, ...).
     pub container_format: Option<String>,
     /// Every other key, with the `image_` prefix removed where it had one.
     pub properties: BTreeMap<String, String>,
@@ -82,6 +86,7 @@ impl ImageMeta {
         self.property("base_image_ref")
     }
 
+    /// One image property by its name without the `image_` prefix.
     pub fn property(&self, name: &str) -> Option<&str> {
         self.properties.get(name).map(String::as_str)
     }

@@ -85,12 +85,15 @@ impl ExpectedTaskState {
     }
 }
 
+/// nova's `Instance`: the verbatim primitive with typed accessors for what
+/// the snapshot path reads, and change tracking for what it writes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instance {
     primitive: ObjectPrimitive,
 }
 
 impl Instance {
+    /// Decodes an `Instance` primitive; one without a `uuid` is malformed.
     pub fn from_primitive(value: &Value) -> Result<Self, ObjectError> {
         let primitive = ObjectPrimitive::from_value(value, "Instance")?;
         if primitive.get_str("uuid").is_none() {
@@ -99,54 +102,67 @@ impl Instance {
         Ok(Instance { primitive })
     }
 
+    /// The primitive as nova serializes it, changes list included.
     pub fn to_primitive(&self) -> Value {
         self.primitive.to_value()
     }
 
+    /// The primitive, for fields without a typed accessor.
     pub fn primitive(&self) -> &ObjectPrimitive {
         &self.primitive
     }
 
+    /// The primitive, to set fields without a typed setter (marks them changed).
     pub fn primitive_mut(&mut self) -> &mut ObjectPrimitive {
         &mut self.primitive
     }
 
+    /// The instance's uuid (always present: [`Instance::from_primitive`] checks it).
     pub fn uuid(&self) -> &str {
         self.primitive.get_str("uuid").unwrap_or_default()
     }
 
+    /// The compute host the instance lives on (`[DEFAULT] host` of that service).
     pub fn host(&self) -> Option<&str> {
         self.primitive.get_str("host")
     }
 
+    /// The hypervisor node name (the libvirt host name).
     pub fn node(&self) -> Option<&str> {
         self.primitive.get_str("node")
     }
 
+    /// The owning project's id.
     pub fn project_id(&self) -> Option<&str> {
         self.primitive.get_str("project_id")
     }
 
+    /// The id of the user who created the instance.
     pub fn user_id(&self) -> Option<&str> {
         self.primitive.get_str("user_id")
     }
 
+    /// The Glance image the instance was booted from (empty for volume-backed ones).
     pub fn image_ref(&self) -> Option<&str> {
         self.primitive.get_str("image_ref")
     }
 
+    /// `os_type` (`linux`, `windows`), copied into snapshot properties.
     pub fn os_type(&self) -> Option<&str> {
         self.primitive.get_str("os_type")
     }
 
+    /// The image id of the instance's kernel, if it boots one.
     pub fn kernel_id(&self) -> Option<&str> {
         self.primitive.get_str("kernel_id")
     }
 
+    /// The image id of the instance's ramdisk, if it boots one.
     pub fn ramdisk_id(&self) -> Option<&str> {
         self.primitive.get_str("ramdisk_id")
     }
 
+    /// The user-visible name.
     pub fn display_name(&self) -> Option<&str> {
         self.primitive.get_str("display_name")
     }
@@ -167,19 +183,23 @@ impl Instance {
         }
     }
 
+    /// Sets `task_state` (`None`: no task) and marks it changed for the next save.
     pub fn set_task_state(&mut self, state: Option<TaskState>) {
         let value = state.map_or(Value::Null, |s| Value::String(s.as_str().to_owned()));
         self.primitive.set("task_state", value);
     }
 
+    /// The vm state; `None` when unset or not one nova defines.
     pub fn vm_state(&self) -> Option<VmState> {
         self.primitive.get_str("vm_state").and_then(VmState::parse)
     }
 
+    /// The power state nova last recorded; `None` when unset or not a nova code.
     pub fn power_state(&self) -> Option<PowerState> {
         self.primitive.get("power_state").and_then(Value::as_i64).and_then(PowerState::from_code)
     }
 
+    /// Sets `power_state` and marks it changed for the next save.
     pub fn set_power_state(&mut self, state: PowerState) {
         self.primitive.set("power_state", Value::from(state.code()));
     }
@@ -189,6 +209,7 @@ impl Instance {
         self.primitive.get("flavor").filter(|v| !v.is_null())
     }
 
+    /// `system_metadata`, if loaded: nova's private keys, the `image_*` ones included.
     pub fn system_metadata(&self) -> Option<&Map<String, Value>> {
         self.primitive.get("system_metadata").and_then(Value::as_object)
     }
@@ -238,6 +259,7 @@ impl Instance {
         }
     }
 
+    /// The guest's host name (nova's sanitized display name).
     pub fn hostname(&self) -> Option<&str> {
         self.primitive.get_str("hostname")
     }

@@ -27,7 +27,12 @@ pub enum EventOutcome {
     /// Result `Error`: `message` becomes the event's `details` (nova:
     /// `format_message()` of a nova exception, else the class name) and
     /// `traceback` its `traceback`.
-    Failure { message: String, traceback: String },
+    Failure {
+        /// The event's `details`.
+        message: String,
+        /// The event's `traceback`.
+        traceback: String,
+    },
 }
 
 /// nova's `InstanceActionEvent` class methods.

@@ -52,14 +52,17 @@ impl InstanceFault {
         InstanceFault { primitive }
     }
 
+    /// The primitive `create` sends.
     pub fn primitive(&self) -> &ObjectPrimitive {
         &self.primitive
     }
 
+    /// The fault's `message`: the exception class or its safe message, truncated as nova does.
     pub fn message(&self) -> &str {
         self.primitive.get_str("message").unwrap_or_default()
     }
 
+    /// The fault's `details`: the message and the traceback.
     pub fn details(&self) -> &str {
         self.primitive.get_str("details").unwrap_or_default()
     }

@@ -88,10 +88,12 @@ impl ObjectPrimitive {
         Value::Object(obj)
     }
 
+    /// `nova_object.name`, the object class.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// `nova_object.version`.
     pub fn version(&self) -> &str {
         &self.version
     }
@@ -106,6 +108,7 @@ impl ObjectPrimitive {
         self.data.get(field).and_then(Value::as_str)
     }
 
+    /// Whether the field is present in `nova_object.data` (null counts as set).
     pub fn is_set(&self, field: &str) -> bool {
         self.data.contains_key(field)
     }
@@ -118,10 +121,12 @@ impl ObjectPrimitive {
         }
     }
 
+    /// The fields set since the last reset: `nova_object.changes`, what a save sends.
     pub fn changes(&self) -> &[String] {
         &self.changes
     }
 
+    /// `obj_reset_changes()`: forget the changes (after a save, or for a payload).
     pub fn obj_reset_changes(&mut self) {
         self.changes.clear();
     }

@@ -39,8 +39,9 @@ pub const SERVICE_MANIFEST: &[(&str, &str)] = &[
     ("PciDevicePoolList", "1.1"),
     ("PciDevicePool", "1.1"),
 ];
-/// The binary and topic of the service this crate registers.
+/// The binary of the service this crate registers (`Service.binary`).
 pub const COMPUTE_BINARY: &str = "nova-compute";
+/// The RPC topic of the service this crate registers (`Service.topic`).
 pub const COMPUTE_TOPIC: &str = "compute";
 
 /// A `Service` object.
@@ -61,34 +62,42 @@ impl Service {
         Service { primitive }
     }
 
+    /// Decodes a `Service` primitive from the conductor.
     pub fn from_primitive(value: &Value) -> Result<Self, crate::ObjectError> {
         Ok(Service { primitive: ObjectPrimitive::from_value(value, "Service")? })
     }
 
+    /// The primitive, for fields without an accessor.
     pub fn primitive(&self) -> &ObjectPrimitive {
         &self.primitive
     }
 
+    /// The row id, once created.
     pub fn id(&self) -> Option<i64> {
         self.primitive.get("id").and_then(Value::as_i64)
     }
 
+    /// The service's host (`[DEFAULT] host`).
     pub fn host(&self) -> Option<&str> {
         self.primitive.get_str("host")
     }
 
+    /// The service version the row records (nova's `SERVICE_VERSION` of the running code).
     pub fn version(&self) -> Option<i64> {
         self.primitive.get("version").and_then(Value::as_i64)
     }
 
+    /// How many heartbeats were saved (0 when unset).
     pub fn report_count(&self) -> i64 {
         self.primitive.get("report_count").and_then(Value::as_i64).unwrap_or(0)
     }
 
+    /// When the conductor last stamped a heartbeat, in nova's datetime format.
     pub fn last_seen_up(&self) -> Option<&str> {
         self.primitive.get_str("last_seen_up")
     }
 
+    /// Sets the service version (saved by the next `save`).
     pub fn set_version(&mut self, version: i64) {
         self.primitive.set("version", Value::from(version));
     }
