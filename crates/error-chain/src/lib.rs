@@ -17,10 +17,20 @@ use std::fmt;
 ///
 /// A cause whose text the level above already repeated (some foreign errors
 /// print their source inside their own message) is not printed a second time.
-#[derive(Clone, Copy)]
-pub struct Chain<'a>(pub &'a (dyn Error + 'a));
+///
+/// Generic over the error so that a `Chain` of a `Send + Sync` error is
+/// itself `Send`, and may live across an `.await`.
+pub struct Chain<'a, E: Error + ?Sized = dyn Error + 'a>(pub &'a E);
 
-impl fmt::Display for Chain<'_> {
+impl<E: Error + ?Sized> Clone for Chain<'_, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E: Error + ?Sized> Copy for Chain<'_, E> {}
+
+impl<E: Error + ?Sized> fmt::Display for Chain<'_, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut shown = self.0.to_string();
         f.write_str(&shown)?;
@@ -37,14 +47,14 @@ impl fmt::Display for Chain<'_> {
     }
 }
 
-impl fmt::Debug for Chain<'_> {
+impl<E: Error + ?Sized> fmt::Debug for Chain<'_, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
     }
 }
 
 /// `Chain(error).to_string()`, for the places that need an owned message.
-pub fn error_chain(error: &dyn Error) -> String {
+pub fn error_chain<E: Error + ?Sized>(error: &E) -> String {
     Chain(error).to_string()
 }
 
@@ -80,6 +90,14 @@ mod tests {
     fn a_cause_already_in_the_message_is_not_repeated() {
         let e = E("cannot connect: connection refused", Some(Box::new(E("connection refused", None))));
         assert_eq!(error_chain(&e), "cannot connect: connection refused");
+    }
+
+    #[test]
+    fn a_chain_of_a_send_error_can_cross_an_await() {
+        fn assert_send<T: Send>(_: T) {}
+        let e = std::io::Error::other("disk full");
+        assert_send(Chain(&e));
+        assert_eq!(Chain(&e).to_string(), "disk full");
     }
 
     #[test]

@@ -15,6 +15,28 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{watch, Notify, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
+/// The limits every snapshot and backup goes through.
+#[derive(Debug)]
+pub struct Limits {
+    /// `[DEFAULT] max_concurrent_snapshots`.
+    pub snapshots: Limit,
+    /// `[compute] max_concurrent_disk_ops`, around the upload.
+    pub disk_ops: Limit,
+    /// One snapshot or backup per instance at a time.
+    pub instances: InstanceLocks,
+}
+
+impl Limits {
+    /// From the two nova.conf limits (0 = unlimited).
+    pub fn new(max_concurrent_snapshots: u32, max_concurrent_disk_ops: u32) -> Self {
+        Limits {
+            snapshots: Limit::new(max_concurrent_snapshots),
+            disk_ops: Limit::new(max_concurrent_disk_ops),
+            instances: InstanceLocks::default(),
+        }
+    }
+}
+
 /// A semaphore that may be unlimited.
 #[derive(Debug, Clone)]
 pub struct Limit(Option<Arc<Semaphore>>);

@@ -73,5 +73,6 @@ fn glance_context(ctx: &RequestContext) -> glance_client::RequestContext {
         auth_token: ctx.auth_token().map(str::to_owned),
         global_request_id: ctx.global_request_id().or(ctx.request_id()).map(str::to_owned),
         service_catalog: glance_client::ServiceCatalog::from_json(&catalog),
+        project_id: ctx.get("project_id").and_then(Value::as_str).map(str::to_owned),
     }
 }

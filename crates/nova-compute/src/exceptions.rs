@@ -7,6 +7,7 @@
 //! a [`ComputeError`]; [`ComputeError::nova`] names the class, module,
 //! kwargs and code nova would have raised in the same situation.
 
+use error_chain::error_chain;
 use glance_client::GlanceError;
 use libvirt_snapshot::SnapshotError;
 use nova_objects::{ConductorError, FaultInfo};
@@ -31,13 +32,25 @@ pub enum ComputeError {
     /// nova's `InstanceNotRunning`: the domain is not on this host
     /// (driver.snapshot's `get_guest` raising `InstanceNotFound`).
     #[error("Instance {instance_id} is not running.")]
-    InstanceNotRunning { instance_id: String },
-    /// The request itself is unusable (missing or malformed arguments).
-    #[error("{0}")]
-    BadRequest(String),
+    InstanceNotRunning {
+        /// The instance's uuid.
+        instance_id: String,
+    },
+    /// A cast of a method this service does not serve (nova would have run
+    /// it); recorded as `NotImplementedError` with this message.
+    #[error("Operation {method} is not supported by this compute service (host {host})")]
+    NotSupported {
+        /// The RPC method.
+        method: String,
+        /// This service's host.
+        host: String,
+    },
     /// The service is stopping and aborted the work after its grace period.
     #[error("snapshot of instance {instance_id} aborted: nova-compute is stopping")]
-    ShuttingDown { instance_id: String },
+    ShuttingDown {
+        /// The instance's uuid.
+        instance_id: String,
+    },
 }
 
 /// A nova exception as the other services see it.
@@ -59,12 +72,6 @@ impl NovaException {
         };
         kwargs.insert("code".into(), json!(code));
         NovaException { module: NOVA_EXCEPTION_MODULE, class: class.into(), message, kwargs, code }
-    }
-
-    /// A non-nova Python exception (`builtins`): nova-api would not rebuild it
-    /// and a fault records only its class name.
-    fn builtin(class: &str, message: String) -> Self {
-        NovaException { module: "builtins", class: class.into(), message, kwargs: Map::new(), code: 500 }
     }
 
     /// The RPC reply failure (oslo's `serialize_remote_exception`).
@@ -137,14 +144,21 @@ impl ComputeError {
             ComputeError::InstanceNotRunning { instance_id } => {
                 NovaException::new("InstanceNotRunning", self.to_string(), 400, json!({ "instance_id": instance_id }))
             }
-            ComputeError::BadRequest(m) => NovaException::builtin("ValueError", m.clone()),
+            // nova.exception-moduled so the fault keeps the message, not only the class name.
+            ComputeError::NotSupported { .. } => NovaException {
+                module: NOVA_EXCEPTION_MODULE,
+                class: "NotImplementedError".into(),
+                message: self.to_string(),
+                kwargs: Map::new(),
+                code: 500,
+            },
             ComputeError::ShuttingDown { .. } => NovaException::new("NovaException", self.to_string(), 500, json!({})),
         }
     }
 }
 
 fn conductor_exception(e: &ConductorError) -> NovaException {
-    let message = e.to_string();
+    let message = error_chain(e);
     match e {
         ConductorError::InstanceNotFound { instance_id } => {
             NovaException::new("InstanceNotFound", message, 404, json!({ "instance_id": instance_id }))
@@ -174,7 +188,7 @@ fn conductor_exception(e: &ConductorError) -> NovaException {
 }
 
 fn snapshot_exception(e: &SnapshotError) -> NovaException {
-    let message = e.to_string();
+    let message = error_chain(e);
     match e {
         // Found missing during the copy: nova maps VIR_ERR_NO_DOMAIN to
         // InstanceNotFound (bug 1722571).
@@ -193,11 +207,15 @@ fn snapshot_exception(e: &SnapshotError) -> NovaException {
         SnapshotError::AgentNotEnabled => {
             NovaException::new("QemuGuestAgentNotEnabled", "QEMU guest agent is not enabled".into(), 400, json!({}))
         }
-        SnapshotError::QuiesceFailed { message: reason, agent_unresponsive } => {
+        SnapshotError::QuiesceFailed { message: reason, agent_unresponsive, source } => {
+            let reason = match source {
+                Some(cause) => format!("{reason}: {}", error_chain(cause)),
+                None => reason.clone(),
+            };
             let reason = if *agent_unresponsive {
                 format!("libvirt cannot connect to the qemu-guest-agent: {reason}")
             } else {
-                reason.clone()
+                reason
             };
             NovaException::new(
                 "InstanceQuiesceFailed",
@@ -219,7 +237,7 @@ fn snapshot_exception(e: &SnapshotError) -> NovaException {
 }
 
 fn glance_exception(e: &GlanceError) -> NovaException {
-    let message = e.to_string();
+    let message = error_chain(e);
     match e {
         GlanceError::ImageNotFound { image_id } => NovaException::new(
             "ImageNotFound",
@@ -251,12 +269,15 @@ fn glance_exception(e: &GlanceError) -> NovaException {
             400,
             json!({ "image_id": image_id, "reason": reason }),
         ),
-        GlanceError::GlanceConnectionFailed { server, reason } => NovaException::new(
-            "GlanceConnectionFailed",
-            format!("Connection to glance host {server} failed: {reason}"),
-            500,
-            json!({ "server": server, "reason": reason }),
-        ),
+        GlanceError::GlanceConnectionFailed { server, source } => {
+            let reason = error_chain(source);
+            NovaException::new(
+                "GlanceConnectionFailed",
+                format!("Connection to glance host {server} failed: {reason}"),
+                500,
+                json!({ "server": server, "reason": reason }),
+            )
+        }
         // Conflicts, hash mismatches, abandoned uploads: glanceclient would
         // have raised a raw HTTP error nova re-raises as is; the closest
         // nova class keeps the text.
@@ -272,8 +293,12 @@ mod tests {
     fn quiesce_errors_are_nova_classes_the_api_catches() {
         let e = ComputeError::Snapshot(SnapshotError::AgentNotEnabled).nova();
         assert_eq!((e.module, e.class.as_str(), e.code), (NOVA_EXCEPTION_MODULE, "QemuGuestAgentNotEnabled", 400));
-        let e = ComputeError::Snapshot(SnapshotError::QuiesceFailed { message: "x".into(), agent_unresponsive: true })
-            .nova();
+        let e = ComputeError::Snapshot(SnapshotError::QuiesceFailed {
+            message: "x".into(),
+            agent_unresponsive: true,
+            source: None,
+        })
+        .nova();
         assert_eq!(e.class, "InstanceQuiesceFailed");
         assert_eq!(e.code, 409);
         assert!(e.message.contains("libvirt cannot connect to the qemu-guest-agent"));

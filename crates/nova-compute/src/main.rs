@@ -9,20 +9,35 @@
 //! Must not know: wire encodings, libvirt C calls or HTTP details; those live
 //! in the crates below it.
 
+// In the order a request meets them: the process, the RPC endpoint, the
+// handlers, nova's error handling, the handles they share.
 mod cli;
-mod concurrency;
-mod context;
-mod decorators;
-mod exceptions;
 mod logging;
-mod manager;
+mod service;
+mod transport_options;
+
+mod rpc;
+
+mod backup;
 mod quiesce;
 mod recovery;
-mod rotation;
-mod service;
 mod snapshot;
-mod transport_options;
 mod unsupported;
+
+mod decorators;
+mod exceptions;
+
+mod concurrency;
+mod conductor;
+mod context;
+mod driver;
+mod image_api;
+mod manager;
+mod notifier;
+mod volume_api;
+
+#[cfg(test)]
+mod fakes;
 
 use std::error::Error;
 use std::process::ExitCode;

@@ -12,8 +12,8 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use glance_client::{
-    ApplicationCredential, GlanceClient, GlanceError, GlanceOptions, PasswordCredentials, ServiceCredentials,
-    ServiceUserOptions,
+    ApplicationCredential, CinderClient, CinderError, CinderOptions, GlanceClient, GlanceError, GlanceOptions,
+    PasswordCredentials, ServiceCredentials, ServiceUserOptions,
 };
 use libvirt_snapshot::{EngineConfig, ImageFormat, LiveStrategy, SnapshotEngine};
 use nova_objects::{
@@ -25,9 +25,13 @@ use oslo_config::Config;
 use oslo_messaging::{RpcServer, Target, Transport, TransportUrl};
 use tracing::{error, info, warn};
 
-use crate::concurrency::{InFlight, InstanceLocks, Limit};
+use crate::concurrency::{InFlight, Limits};
+use crate::conductor::{AnyConductor, AnySink, Conductor};
+use crate::driver::LibvirtDriver;
 use crate::manager::{ComputeManager, COMPUTE_RPC_API_VERSION};
+use crate::notifier::Notifier;
 use crate::transport_options::{rabbit_options, OutOfRange};
+use crate::{recovery, rpc};
 
 /// How long aborted snapshots get to clean up (thaw, resume, delete the image).
 const ABORT_CLEANUP: Duration = Duration::from_secs(60);
@@ -55,6 +59,8 @@ pub enum StartupError {
     Registration(ConductorError),
     #[error("invalid [glance] or [service_user] options: {0}")]
     Glance(GlanceError),
+    #[error("invalid [cinder] options: {0}")]
+    Cinder(CinderError),
     #[error("cannot start the RPC servers: {0}")]
     RpcServer(oslo_messaging::Error),
 }
@@ -63,11 +69,12 @@ pub enum StartupError {
 pub async fn run(cfg: Config) -> Result<(), StartupError> {
     let host = cfg.default.host.clone();
     let engine = connect_libvirt(&cfg).await?;
-    let glance =
-        GlanceClient::new(&glance_options(&cfg), service_user_options(&cfg).as_ref()).map_err(StartupError::Glance)?;
+    let service_user = service_user_options(&cfg);
+    let glance = GlanceClient::new(&glance_options(&cfg), service_user.as_ref()).map_err(StartupError::Glance)?;
+    let cinder = CinderClient::new(&cinder_options(&cfg), service_user.as_ref()).map_err(StartupError::Cinder)?;
     let transport = connect_broker(&cfg).await?;
     let rpc_timeout = Duration::from_secs(u64::try_from(cfg.default.rpc_response_timeout).unwrap_or(60).max(1));
-    let conductor = Arc::new(ConductorApi::new(OsloConductorTransport::new(&transport, rpc_timeout)));
+    let conductor = Arc::new(AnyConductor::api(OsloConductorTransport::new(&transport, rpc_timeout)));
     let admin = RequestContext::admin();
     wait_for_conductor(&conductor, &admin).await?;
 
@@ -80,36 +87,33 @@ pub async fn run(cfg: Config) -> Result<(), StartupError> {
         service.version().unwrap_or_default()
     );
 
-    let manager = Arc::new(ComputeManager {
-        host: host.clone(),
-        conductor: conductor.clone(),
-        glance: Arc::new(glance),
-        engine,
-        notifier: OsloNotificationSink::new(
+    let notifier = Notifier::new(
+        AnySink::new(OsloNotificationSink::new(
             &transport,
             cfg.oslo_messaging_notifications.topics.clone(),
             cfg.notifications.versioned_notifications_topics.clone(),
-        ),
-        notification_policy: NotificationPolicy::new(
-            cfg.notifications.notification_format,
-            &cfg.oslo_messaging_notifications.driver,
-        ),
-        payload_options: PayloadOptions {
-            glance_api_server: cfg.glance.api_servers.first().cloned(),
-            ..PayloadOptions::default()
-        },
-        snapshot_limit: Limit::new(cfg.default.max_concurrent_snapshots),
-        disk_ops: Limit::new(cfg.compute.max_concurrent_disk_ops),
-        instance_locks: InstanceLocks::default(),
+        )),
+        NotificationPolicy::new(cfg.notifications.notification_format, &cfg.oslo_messaging_notifications.driver),
+        PayloadOptions { glance_api_server: cfg.glance.api_servers.first().cloned(), ..PayloadOptions::default() },
+        &host,
+    );
+    let manager = Arc::new(ComputeManager {
+        host: host.clone(),
+        conductor: conductor.clone(),
+        driver: Arc::new(LibvirtDriver::new(engine)),
+        image_api: Arc::new(glance),
+        volume_api: Arc::new(cinder),
+        notifier,
+        limits: Limits::new(cfg.default.max_concurrent_snapshots, cfg.compute.max_concurrent_disk_ops),
         inflight: Arc::new(InFlight::default()),
     });
     // Recovery before consuming: a queued cast must find the host clean.
-    manager.recover().await;
+    recovery::recover(&manager).await;
 
-    let server = RpcServer::start(&transport, rpc_targets(&host), manager.dispatcher())
+    let server = RpcServer::start(&transport, rpc_targets(&host), rpc::dispatcher(&manager))
         .await
         .map_err(StartupError::RpcServer)?;
-    let heartbeat = Heartbeat::start(conductor.clone(), admin, service, &service_opts);
+    let heartbeat = Heartbeat::start(conductor, admin, service, &service_opts);
     info!("nova-compute started on host {host}: serving {}", server.queue_names().join(", "));
 
     let signal = shutdown_signal().await;
@@ -186,6 +190,8 @@ fn glance_options(cfg: &Config) -> GlanceOptions {
         api_servers: g.api_servers.clone(),
         num_retries: g.num_retries,
         cafile: g.cafile.clone().map(Into::into),
+        certfile: g.certfile.clone().map(Into::into),
+        keyfile: g.keyfile.as_ref().map(|k| k.expose().into()),
         insecure: g.insecure,
         timeout: g.timeout.and_then(|t| u64::try_from(t).ok()).map(Duration::from_secs),
         endpoint_override: g.endpoint_override.clone(),
@@ -193,6 +199,11 @@ fn glance_options(cfg: &Config) -> GlanceOptions {
         valid_interfaces: g.valid_interfaces.clone(),
         service_type: g.service_type.clone(),
     }
+}
+
+/// `[cinder]`.
+fn cinder_options(_cfg: &Config) -> CinderOptions {
+    CinderOptions::default()
 }
 
 /// `[service_user]`, when `send_service_user_token` is on.
@@ -231,6 +242,8 @@ fn service_user_options(cfg: &Config) -> Option<ServiceUserOptions> {
         auth_url: s.auth_url.clone().unwrap_or_default(),
         credentials,
         cafile: s.cafile.clone().map(Into::into),
+        certfile: s.certfile.clone().map(Into::into),
+        keyfile: s.keyfile.as_ref().map(|k| k.expose().into()),
         insecure: s.insecure,
         timeout: s.timeout.and_then(|t| u64::try_from(t).ok()).map(Duration::from_secs),
     })
@@ -269,10 +282,7 @@ async fn connect_broker(cfg: &Config) -> Result<Transport, StartupError> {
 
 /// nova's `conductor_api.wait_until_ready`, bounded: a compute that cannot
 /// reach its conductor must say so and exit rather than hang silently.
-async fn wait_for_conductor(
-    conductor: &ConductorApi<OsloConductorTransport>,
-    ctx: &RequestContext,
-) -> Result<(), StartupError> {
+async fn wait_for_conductor(conductor: &Conductor, ctx: &RequestContext) -> Result<(), StartupError> {
     let policy = ReadinessPolicy { max_attempts: Some(CONDUCTOR_ATTEMPTS), ..ReadinessPolicy::default() };
     conductor.wait_until_ready(ctx, &policy).await.map_err(StartupError::ConductorUnavailable)?;
     info!("nova-conductor is ready");

@@ -12,75 +12,67 @@
 
 use std::sync::Arc;
 
+use error_chain::Chain;
 use nova_objects::{ExpectedTaskState, Instance};
 use oslo_messaging::{RemoteError, Unhandled};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tracing::{error, info, warn, Instrument};
 
 use crate::context::Request;
-use crate::exceptions::NovaException;
+use crate::decorators::Decorators;
+use crate::exceptions::ComputeError;
 use crate::manager::ComputeManager;
 
-/// The fault nova-api and operators see for an unsupported cast.
-pub fn not_supported(method: &str, host: &str) -> NovaException {
-    let message = format!("Operation {method} is not supported by this compute service (host {host})");
-    NovaException { module: "builtins", class: "NotImplementedError".into(), message, kwargs: Map::new(), code: 500 }
+/// A method this service does not serve.
+pub async fn unsupported(m: &Arc<ComputeManager>, req: Request, unhandled: Unhandled) -> Result<Value, RemoteError> {
+    let Unhandled { method, args, reply_expected } = unhandled;
+    let instance = args.get("instance").and_then(|v| Instance::from_primitive(v).ok());
+    let uuid = instance.as_ref().map(|i| i.uuid().to_owned()).unwrap_or_default();
+    let span = req.span(&method, &uuid);
+    if reply_expected {
+        let _enter = span.enter();
+        warn!("RPC call {method} is not supported by this compute service: answering NoSuchMethod");
+        return Err(RemoteError::no_such_method(&method));
+    }
+    async {
+        warn!("RPC cast {method} is not supported by this compute service; ignoring it");
+        if let Some(instance) = instance {
+            clean_up_after_cast(m, &req, &method, instance).await;
+        }
+    }
+    .instrument(span)
+    .await;
+    // A cast's result is never sent; oslo would have answered NoSuchMethod.
+    Err(RemoteError::no_such_method(&method))
 }
 
-impl ComputeManager {
-    pub async fn unsupported(self: &Arc<Self>, req: Request, unhandled: Unhandled) -> Result<Value, RemoteError> {
-        let Unhandled { method, args, reply_expected } = unhandled;
-        let instance = args.get("instance").and_then(|v| Instance::from_primitive(v).ok());
-        let uuid = instance.as_ref().map(|i| i.uuid().to_owned()).unwrap_or_default();
-        let span = req.span(&method, &uuid);
-        if reply_expected {
-            let _enter = span.enter();
-            warn!("RPC call {method} is not supported by this compute service: answering NoSuchMethod");
-            return Err(RemoteError::no_such_method(&method));
-        }
-        async {
-            warn!("RPC cast {method} is not supported by this compute service; ignoring it");
-            if let Some(instance) = instance {
-                self.clean_up_after_cast(&req, &method, instance).await;
-            }
-        }
-        .instrument(span)
-        .await;
-        // A cast's result is never sent; oslo would have answered NoSuchMethod.
-        Err(RemoteError::no_such_method(&method))
-    }
-
-    /// Reads the instance as it is now (nova-api may have set the task
-    /// state after serializing it) and, if it is in a task state, records
-    /// the fault and resets the task state — compare-and-swap on the state
-    /// read, so a concurrent change by someone else wins.
-    async fn clean_up_after_cast(&self, req: &Request, method: &str, instance: Instance) {
-        let elevated = req.elevated();
-        let mut current = match Instance::get_by_uuid(&self.conductor, &elevated.ctx, instance.uuid(), &[]).await {
-            Ok(i) => i,
-            Err(e) => {
-                info!("Cannot read the instance after unsupported {method}: {e}");
-                return;
-            }
-        };
-        let Ok(Some(task_state)) = current.task_state() else {
-            info!("Instance has no task state; nothing to reset after unsupported {method}");
+/// Reads the instance as it is now (nova-api may have set the task state
+/// after serializing it) and, if it is in a task state, resets it —
+/// compare-and-swap on the state read, so a concurrent change by someone
+/// else wins — and records the fault and the error notification.
+async fn clean_up_after_cast(m: &ComputeManager, req: &Request, method: &str, instance: Instance) {
+    let req = req.elevated();
+    let mut current = match Instance::get_by_uuid(&m.conductor, &req.ctx, instance.uuid(), &[]).await {
+        Ok(i) => i,
+        Err(e) => {
+            info!("Cannot read the instance after unsupported {method}: {}", Chain(&e));
             return;
-        };
-        let exc = not_supported(method, &self.host);
-        self.add_instance_fault(&elevated, current.uuid(), &NovaException { module: "nova.exception", ..exc.clone() })
-            .await;
-        current.set_task_state(None);
-        match current.save(&self.conductor, &elevated.ctx, ExpectedTaskState::Is(Some(task_state))).await {
-            Ok(()) => warn!("Task state {} reset after unsupported {method}", task_state.as_str()),
-            Err(e) => error!("Cannot reset task state {} after unsupported {method}: {e}", task_state.as_str()),
         }
-        self.wrap_exception(
-            &elevated,
-            method,
-            json!({"instance": current.uuid()}),
-            &crate::exceptions::ComputeError::BadRequest(exc.message),
-        )
-        .await;
+    };
+    let Ok(Some(task_state)) = current.task_state() else {
+        info!("Instance has no task state; nothing to reset after unsupported {method}");
+        return;
+    };
+    current.set_task_state(None);
+    match current.save(&m.conductor, &req.ctx, ExpectedTaskState::Is(Some(task_state))).await {
+        Ok(()) => warn!("Task state {} reset after unsupported {method}", task_state.as_str()),
+        Err(e) => error!("Cannot reset task state {} after unsupported {method}: {}", task_state.as_str(), Chain(&e)),
     }
+    let err = ComputeError::NotSupported { method: method.to_owned(), host: m.host.clone() };
+    let stack = Decorators {
+        wrap_exception: Some((method.to_owned(), json!({"instance": current.uuid()}))),
+        wrap_instance_fault: true,
+        ..Decorators::default()
+    };
+    stack.unwind(m, &req, &mut current, &err, None).await;
 }

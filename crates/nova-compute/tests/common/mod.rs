@@ -17,6 +17,27 @@ use stack_tests::{require, stack_dir, Component};
 
 pub const GLANCE: &str = "http://127.0.0.1:9292";
 
+/// The service's nova.conf, from the stack's one writer (deploy/dev/compute-conf),
+/// with `extra` appended.
+fn write_nova_conf(conf: &Path, host: &str, dir: &Path, extra: &str) {
+    use std::io::Write;
+    let writer = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/dev/compute-conf");
+    let state = dir.join("state");
+    let mut child = Command::new(&writer)
+        .args(["--host", host, "--report-interval", "5", "--glance", GLANCE, "--glance-retries", "1", "--extra"])
+        .arg("--state-path")
+        .arg(&state)
+        .arg("--log-dir")
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(File::create(conf).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", writer.display()));
+    child.stdin.take().unwrap().write_all(extra.as_bytes()).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{} failed: {status}", writer.display());
+}
+
 /// Every test here boots a TCG guest and runs a service: one at a time,
 /// whatever `--test-threads` says, so two cores are not asked to emulate
 /// several guests at once.
@@ -116,20 +137,7 @@ impl Compute {
             p.pop();
         }
         let conf = dir.join("nova.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "[DEFAULT]\nhost = {host}\nstate_path = {state}\nlog_dir = {dir}\ndebug = True\n\
-                 transport_url = rabbit://guest:guest@127.0.0.1:5672/\nreport_interval = 5\n\n\
-                 [libvirt]\nvirt_type = qemu\nconnection_uri = qemu:///system\n\n\
-                 [glance]\napi_servers = {GLANCE}\nnum_retries = 1\n\n\
-                 [oslo_messaging_notifications]\ndriver = messagingv2\n\n\
-                 [notifications]\nnotification_format = both\n\n{extra}\n",
-                state = dir.join("state").display(),
-                dir = dir.display(),
-            ),
-        )
-        .unwrap();
+        write_nova_conf(&conf, &host, &dir, extra);
         if let Some(r) = &run_as {
             let owner = format!("{0}:{0}", r.user);
             let st = Command::new("chown").arg("-R").arg(&owner).arg(&dir).status().unwrap();

@@ -1,0 +1,157 @@
+//! The virt driver as the manager sees it: the few calls the snapshot path
+//! makes of the hypervisor, behind the object-safe [`VirtDriver`] trait.
+//!
+//! [`LibvirtDriver`] is the real one, over libvirt-snapshot's engine; unit
+//! tests use an in-memory driver. nova's libvirt driver maps libvirt's
+//! domain states to nova power states; so does [`LibvirtDriver`], here and
+//! nowhere else.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use libvirt_snapshot::{
+    DomainState, ImageFormat, Progress, ProgressFn, QuiescePolicy, SnapshotEngine, SnapshotError, SnapshotOutcome,
+    SnapshotRequest,
+};
+use nova_objects::PowerState;
+use tracing::debug;
+
+use crate::conductor::BoxFuture;
+
+/// A point-in-time image of an instance's root disk, ready to upload. The
+/// temporary files behind it go when it is dropped.
+pub struct ExtractedImage {
+    /// The standalone image file.
+    pub path: PathBuf,
+    /// Its format (Glance's `disk_format`).
+    pub format: ImageFormat,
+    /// Its size in bytes.
+    pub size: u64,
+    /// How it was taken, for the log line: strategy, time, freeze window.
+    pub summary: String,
+    /// Keeps the engine's work directory and journal record alive.
+    _keep: Box<dyn Send + Sync>,
+}
+
+impl ExtractedImage {
+    /// An image whose files live as long as `keep`.
+    pub fn new(path: PathBuf, format: ImageFormat, size: u64, summary: String, keep: Box<dyn Send + Sync>) -> Self {
+        ExtractedImage { path, format, size, summary, _keep: keep }
+    }
+}
+
+/// What start-up recovery of the engine's crash journal did.
+#[derive(Debug, Default)]
+pub struct JournalRecovery {
+    /// Journal records found.
+    pub records: usize,
+    /// Each undo step taken, as a log line.
+    pub actions: Vec<String>,
+    /// Records that could not be fully undone (kept for the next start).
+    pub kept: Vec<PathBuf>,
+}
+
+/// The hypervisor calls of the snapshot path.
+pub trait VirtDriver: Send + Sync + 'static {
+    /// `_host.get_guest`: `DomainNotFound` when the domain is not on this host.
+    fn lookup(&self, uuid: &str) -> BoxFuture<'_, Result<(), SnapshotError>>;
+
+    /// The domain's state as nova's power state (`_get_power_state`).
+    fn power_state(&self, uuid: &str) -> BoxFuture<'_, Result<PowerState, SnapshotError>>;
+
+    /// Takes the point-in-time image. When `cancel` resolves the engine is
+    /// asked to stop; the future still resolves only once the guest is
+    /// thawed, resumed and persistent again.
+    fn snapshot(
+        &self,
+        request: SnapshotRequest,
+        cancel: BoxFuture<'static, ()>,
+    ) -> BoxFuture<'_, Result<ExtractedImage, SnapshotError>>;
+
+    /// `quiesce_instance`: freezes the guest's filesystems through its agent.
+    fn quiesce(&self, uuid: &str, policy: QuiescePolicy) -> BoxFuture<'_, Result<(), SnapshotError>>;
+
+    /// `unquiesce_instance`: thaws them; the number of filesystems thawed.
+    fn unquiesce(&self, uuid: &str) -> BoxFuture<'_, Result<u32, SnapshotError>>;
+
+    /// Finishes or rolls back what a killed process left (the crash journal).
+    fn recover(&self) -> BoxFuture<'_, Result<JournalRecovery, SnapshotError>>;
+}
+
+/// The libvirt driver: libvirt-snapshot's engine.
+pub struct LibvirtDriver {
+    engine: Arc<SnapshotEngine>,
+}
+
+impl LibvirtDriver {
+    /// Drives `engine`.
+    pub fn new(engine: Arc<SnapshotEngine>) -> Self {
+        LibvirtDriver { engine }
+    }
+}
+
+/// nova's `LIBVIRT_POWER_STATE` table.
+fn nova_power_state(state: DomainState) -> PowerState {
+    match state {
+        DomainState::NoState => PowerState::NoState,
+        DomainState::Running | DomainState::Blocked => PowerState::Running,
+        DomainState::Paused => PowerState::Paused,
+        DomainState::Shutdown | DomainState::Shutoff => PowerState::Shutdown,
+        DomainState::Crashed => PowerState::Crashed,
+        DomainState::PmSuspended => PowerState::Suspended,
+    }
+}
+
+fn extracted(outcome: SnapshotOutcome) -> Result<ExtractedImage, SnapshotError> {
+    let size = outcome.image.size()?;
+    let frozen =
+        outcome.quiesce.as_ref().map(|w| format!(", guest frozen {} ms", w.duration.as_millis())).unwrap_or_default();
+    let summary = format!("{:?} in {:.2}s{frozen}", outcome.strategy, outcome.elapsed.as_secs_f64());
+    let (path, format) = (outcome.image.path().to_owned(), outcome.image.format());
+    Ok(ExtractedImage::new(path, format, size, summary, Box::new(outcome)))
+}
+
+impl VirtDriver for LibvirtDriver {
+    fn lookup(&self, uuid: &str) -> BoxFuture<'_, Result<(), SnapshotError>> {
+        let uuid = uuid.to_owned();
+        Box::pin(async move {
+            match self.engine.domain_exists(&uuid).await? {
+                true => Ok(()),
+                false => Err(SnapshotError::DomainNotFound { uuid }),
+            }
+        })
+    }
+
+    fn power_state(&self, uuid: &str) -> BoxFuture<'_, Result<PowerState, SnapshotError>> {
+        let uuid = uuid.to_owned();
+        Box::pin(async move { Ok(nova_power_state(self.engine.domain_state(&uuid).await?)) })
+    }
+
+    fn snapshot(
+        &self,
+        request: SnapshotRequest,
+        cancel: BoxFuture<'static, ()>,
+    ) -> BoxFuture<'_, Result<ExtractedImage, SnapshotError>> {
+        let progress: ProgressFn = Arc::new(|p: Progress| debug!("snapshot {:?}: {}/{}", p.phase, p.done, p.total));
+        Box::pin(async move { extracted(self.engine.snapshot(request, Some(progress), cancel).await?) })
+    }
+
+    fn quiesce(&self, uuid: &str, policy: QuiescePolicy) -> BoxFuture<'_, Result<(), SnapshotError>> {
+        Box::pin(self.engine.quiesce(uuid.to_owned(), policy))
+    }
+
+    fn unquiesce(&self, uuid: &str) -> BoxFuture<'_, Result<u32, SnapshotError>> {
+        Box::pin(self.engine.unquiesce(uuid.to_owned()))
+    }
+
+    fn recover(&self) -> BoxFuture<'_, Result<JournalRecovery, SnapshotError>> {
+        Box::pin(async move {
+            let report = self.engine.recover().await?;
+            Ok(JournalRecovery {
+                records: report.records,
+                actions: report.actions.iter().map(|a| format!("{a:?}")).collect(),
+                kept: report.kept,
+            })
+        })
+    }
+}
