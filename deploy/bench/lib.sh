@@ -37,8 +37,9 @@ bench_py_venv() {
     venv_up nova-py-compute "$BENCH_PY_PIP"
 }
 
-# Options common to both services' nova.conf. $1 = side (py|rs), $2 = host.
-_bench_common_conf() {
+# The Python service's base nova.conf (ours comes from deploy/dev/compute-conf).
+# $1 = side (py), $2 = host.
+_bench_py_base_conf() {
     local side="$1" host="$2" d="$BENCH_DIR/$1"
     cat <<CONF
 [DEFAULT]
@@ -71,7 +72,7 @@ bench_py_config() {
     chmod o+x "$d/state" "$d/state/instances"
     helper="$BENCH_PY_VENV/bin/privsep-helper --config-file $d/nova.conf"
     {
-        _bench_common_conf py bench-py
+        _bench_py_base_conf py bench-py
         cat <<CONF
 
 [DEFAULT]
@@ -127,20 +128,16 @@ bench_rs_config() {
     local variant="$1" strategy="${2:-backup}" d="$BENCH_DIR/rs"
     mkdir -p "$d/state/instances/snapshots" "$d/state/locks" "$d/logs"
     chmod o+x "$d/state" "$d/state/instances"
-    {
-        _bench_common_conf rs bench-rs
-        cat <<CONF
-
-[DEFAULT]
-log_dir = $d/logs
-
+    "$REPO_DIR/deploy/dev/compute-conf" --host bench-rs --state-path "$d/state" --log-dir "$d/logs" \
+        --instances-path "$d/state/instances" --snapshots-directory "$d/state/instances/snapshots" \
+        --connection-uri "$BENCH_URI" --glance "http://127.0.0.1:$GLANCE_PORT" --debug False \
+        --notifications noop --extra >"$d/nova.conf" <<CONF
 [libvirt]
 live_snapshot_strategy = $strategy
 
 [workarounds]
 disable_libvirt_livesnapshot = $([[ "$variant" == cold ]] && echo True || echo False)
 CONF
-    } >"$d/nova.conf"
 }
 
 bench_rs_build() {

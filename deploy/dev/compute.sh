@@ -1,8 +1,7 @@
 # Our nova-compute on the local stack (sourced by `stack` and the demo).
 #
-# Writes the nova.conf it runs with — the same options a Kolla nova_compute
-# container gets, pointed at this machine's RabbitMQ, libvirtd and Glance —
-# and builds the binary.
+# Writes the nova.conf it runs with (deploy/dev/compute-conf, the one writer
+# of our service's nova.conf) and builds the binary.
 
 COMPUTE_DIR="$STACK_DIR/compute"
 COMPUTE_CONF="$COMPUTE_DIR/nova.conf"
@@ -11,27 +10,8 @@ COMPUTE_HOST="${COMPUTE_HOST:-stack-compute}"
 compute_config() {
     mkdir -p "$COMPUTE_DIR/state/instances/snapshots"
     chmod o+x "$COMPUTE_DIR" "$COMPUTE_DIR/state" "$COMPUTE_DIR/state/instances"
-    cat >"$COMPUTE_CONF" <<CONF
-[DEFAULT]
-host = $COMPUTE_HOST
-state_path = $COMPUTE_DIR/state
-log_dir = $LOG_DIR
-transport_url = rabbit://guest:guest@127.0.0.1:5672/
-debug = True
-
-[libvirt]
-virt_type = qemu
-connection_uri = qemu:///system
-
-[glance]
-api_servers = http://127.0.0.1:$GLANCE_PORT
-
-[oslo_messaging_notifications]
-driver = messagingv2
-
-[notifications]
-notification_format = both
-CONF
+    "$REPO_DIR/deploy/dev/compute-conf" --host "$COMPUTE_HOST" --state-path "$COMPUTE_DIR/state" \
+        --log-dir "$LOG_DIR" --glance "http://127.0.0.1:$GLANCE_PORT" >"$COMPUTE_CONF"
 }
 
 compute_build() {
