@@ -114,6 +114,13 @@ pub struct SnapshotEngine {
     journal: Journal,
 }
 
+/// A snapshot about to be taken: the domain as found, how, and into what.
+struct Plan {
+    found: Discovery,
+    strategy: SnapshotStrategy,
+    out_format: ImageFormat,
+}
+
 /// What the engine found out about a domain before choosing a strategy.
 struct Discovery {
     domain: Domain,
@@ -263,6 +270,8 @@ impl SnapshotEngine {
         Ok((taken.output, taken.summary))
     }
 
+    /// Plans, journals and runs one snapshot; on failure (or a panic) undoes
+    /// what the journal lists before returning (or resuming the panic).
     fn take<S: ImageSink>(
         &self,
         req: &SnapshotRequest,
@@ -271,78 +280,83 @@ impl SnapshotEngine {
         cancel: &CancelToken,
     ) -> Result<Taken<S::Output>, SnapshotError> {
         let started = Instant::now();
-        let uuid = req.instance_uuid.as_str();
-        let d = self.discover(uuid)?;
-        let strategy = self.choose(&d, req.strategy)?;
-        if req.quiesce.required && req.quiesce.agent_enabled && d.caps.qemu && !d.agent_channel {
-            // Fail before touching anything: the freeze cannot work.
-            return Err(quiesce::no_agent_channel());
-        }
-        let out_format = match self.cfg.snapshot_image_format {
-            Some(f) => f,
-            None => default_format(&d.disk)?,
-        };
-        let span = tracing::info_span!("snapshot", domain = uuid, strategy = strategy.as_str());
+        let plan = self.plan(req)?;
+        let span = tracing::info_span!("snapshot", domain = req.instance_uuid, strategy = plan.strategy.as_str());
         let _enter = span.enter();
-        tracing::info!(disk = d.disk.target, format = out_format.as_str(), state = ?d.domain_state, "snapshot starting");
-        ensure_space(&self.cfg.snapshots_directory, self.space_needed(strategy, &d.chain, out_format))?;
+        tracing::info!(
+            disk = plan.found.disk.target,
+            format = plan.out_format.as_str(),
+            state = ?plan.found.domain_state,
+            "snapshot starting"
+        );
+        let needed = self.space_needed(plan.strategy, &plan.found.chain, plan.out_format);
+        ensure_space(&self.cfg.snapshots_directory, needed)?;
 
-        let mut entry = self.journal.begin(uuid, strategy.as_str())?;
+        let mut entry = self.journal.begin(&req.instance_uuid, plan.strategy.as_str())?;
         // A panic (e.g. in a caller's progress callback or sink) is undone
         // like an error — the guards have run by then — and then resumed.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.run_strategy(&d, strategy, out_format, req, make_sink, &mut entry, progress, cancel)
+            self.run_strategy(&plan, req, make_sink, &mut entry, progress, cancel)
         }));
-        let result = match result {
-            Ok(r) => r,
+        let (workdir, output, quiesce) = match result {
+            Ok(Ok(taken)) => taken,
+            Ok(Err(err)) => {
+                tracing::error!(error = %Chain(&err), "snapshot failed; undoing");
+                self.undo_failed(entry);
+                return Err(err);
+            }
             Err(panic) => {
                 tracing::error!("snapshot panicked; undoing");
                 self.undo_failed(entry);
                 std::panic::resume_unwind(panic);
             }
         };
-        match result {
-            Ok((workdir, output, quiesce)) => {
-                tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "snapshot taken");
-                Ok(Taken {
-                    output,
-                    workdir,
-                    entry,
-                    summary: SnapshotSummary {
-                        strategy,
-                        format: out_format,
-                        virtual_size: d.chain.virtual_size(),
-                        quiesce,
-                        disk: d.disk,
-                        domain_state: d.domain_state,
-                        elapsed: started.elapsed(),
-                    },
-                })
-            }
-            Err(err) => {
-                tracing::error!(error = %Chain(&err), "snapshot failed; undoing");
-                self.undo_failed(entry);
-                Err(err)
-            }
-        }
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "snapshot taken");
+        let summary = SnapshotSummary {
+            strategy: plan.strategy,
+            format: plan.out_format,
+            virtual_size: plan.found.chain.virtual_size(),
+            quiesce,
+            disk: plan.found.disk,
+            domain_state: plan.found.domain_state,
+            elapsed: started.elapsed(),
+        };
+        Ok(Taken { output, workdir, entry, summary })
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// What a snapshot of `req` will do: the domain as found, the strategy
+    /// and the output format. Fails before anything is touched when the
+    /// snapshot cannot work.
+    fn plan(&self, req: &SnapshotRequest) -> Result<Plan, SnapshotError> {
+        let found = self.discover(&req.instance_uuid)?;
+        let strategy = self.choose(&found, req.strategy)?;
+        if req.quiesce.required && req.quiesce.agent_enabled && found.caps.qemu && !found.agent_channel {
+            // The freeze cannot work.
+            return Err(quiesce::no_agent_channel());
+        }
+        let out_format = match self.cfg.snapshot_image_format {
+            Some(f) => f,
+            None => default_format(&found.disk)?,
+        };
+        Ok(Plan { found, strategy, out_format })
+    }
+
+    /// Creates the work directory (journaled first), runs the strategy and
+    /// hands its view to the sink.
     fn run_strategy<S: ImageSink>(
         &self,
-        d: &Discovery,
-        strategy: SnapshotStrategy,
-        out_format: ImageFormat,
+        plan: &Plan,
         req: &SnapshotRequest,
         make_sink: impl FnOnce(&Path, ImageFormat) -> S,
         entry: &mut JournalEntry,
         progress: &dyn Fn(Progress),
         cancel: &CancelToken,
     ) -> Result<(WorkDir, S::Output, Option<QuiesceWindow>), SnapshotError> {
+        let d = &plan.found;
         let planned = WorkDir::plan(&self.cfg.snapshots_directory);
         entry.push(Step::TempDir { path: planned.clone() })?;
         let workdir = WorkDir::create(planned)?;
-        let mut sink = make_sink(workdir.path(), out_format);
+        let mut sink = make_sink(workdir.path(), plan.out_format);
         let mut written = None;
         let mut write = |view: &crate::output::DiskView| {
             written = Some(sink.write(view, progress, cancel)?);
@@ -359,13 +373,13 @@ impl SnapshotEngine {
             agent_channel: d.agent_channel,
             workdir: workdir.path(),
             name: &req.name,
-            out_format,
+            out_format: plan.out_format,
             quiesce: req.quiesce,
             journal: entry,
             progress,
             cancel,
         };
-        let window = match strategy {
+        let window = match plan.strategy {
             SnapshotStrategy::Backup => strategy::backup::run(&mut ctx, &mut write)?,
             SnapshotStrategy::Mirror => strategy::mirror::run(&mut ctx, &mut write)?,
             SnapshotStrategy::Cold => strategy::cold::run(&mut ctx, &mut write)?,

@@ -5,7 +5,7 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -95,78 +95,96 @@ pub fn convert(
     mut progress: impl FnMut(f64),
     cancelled: impl Fn() -> bool,
 ) -> Result<(), SnapshotError> {
-    let mut cmd = Command::new(QEMU_IMG);
-    cmd.args([
-        "convert",
-        "-p",
-        "-U",
-        "-t",
-        "writeback",
-        "-f",
-        job.source_format.as_str(),
-        "-O",
-        job.dest_format.as_str(),
-    ]);
-    if job.compress && job.dest_format == ImageFormat::Qcow2 {
-        cmd.arg("-c");
-    }
-    cmd.arg(job.source).arg(job.dest);
-    cmd.env("LC_ALL", "C").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| SnapshotError::qemu_img("convert", QemuImgFailure::Spawn(e)))?;
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
+    let mut child =
+        convert_command(job).spawn().map_err(|e| SnapshotError::qemu_img("convert", QemuImgFailure::Spawn(e)))?;
     let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 256];
-        let mut line = String::new();
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            for &b in &buf[..n] {
-                if b == b'\r' || b == b'\n' {
-                    if let Some(f) = parse_progress(&line) {
-                        let _ = tx.send(f);
-                    }
-                    line.clear();
-                } else {
-                    line.push(b as char);
-                }
-            }
-        }
-    });
-    let err_reader = std::thread::spawn(move || {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stdout_reader = std::thread::spawn(move || read_progress(stdout, &tx));
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let stderr_reader = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = stderr.read_to_string(&mut s);
         s
     });
-    let status = loop {
-        while let Ok(f) = rx.try_recv() {
-            progress(f);
-        }
-        if cancelled() {
-            let _ = child.kill();
-            let _ = child.wait();
-            let _ = reader.join();
-            let _ = err_reader.join();
-            return Err(SnapshotError::Cancelled);
-        }
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(SnapshotError::qemu_img("convert", QemuImgFailure::Wait(e))),
-        }
-    };
-    let _ = reader.join();
+    let ended = wait_reporting(&mut child, &rx, &mut progress, &cancelled);
+    // The child has exited (or was killed): both pipes reach EOF.
+    let _ = stdout_reader.join();
+    let stderr = stderr_reader.join().unwrap_or_default();
+    let status = ended?;
     while let Ok(f) = rx.try_recv() {
         progress(f);
     }
-    let stderr = err_reader.join().unwrap_or_default();
     if !status.success() {
         let stderr = stderr.trim().to_owned();
         return Err(SnapshotError::qemu_img("convert", QemuImgFailure::Exited { status, stderr }));
     }
     Ok(())
+}
+
+/// The `qemu-img convert` command line of `job`, with piped output.
+fn convert_command(job: &Convert<'_>) -> Command {
+    let mut cmd = Command::new(QEMU_IMG);
+    cmd.args(["convert", "-p", "-U", "-t", "writeback"]);
+    cmd.args(["-f", job.source_format.as_str(), "-O", job.dest_format.as_str()]);
+    if job.compress && job.dest_format == ImageFormat::Qcow2 {
+        cmd.arg("-c");
+    }
+    cmd.arg(job.source).arg(job.dest);
+    cmd.env("LC_ALL", "C").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
+/// Sends every progress fraction `qemu-img -p` prints (lines ended by `\r`
+/// or `\n`) until its stdout closes.
+fn read_progress(mut stdout: impl Read, tx: &mpsc::Sender<f64>) {
+    let mut buf = [0u8; 256];
+    let mut line = String::new();
+    while let Ok(n) = stdout.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        for &b in &buf[..n] {
+            if b == b'\r' || b == b'\n' {
+                if let Some(f) = parse_progress(&line) {
+                    let _ = tx.send(f);
+                }
+                line.clear();
+            } else {
+                line.push(b as char);
+            }
+        }
+    }
+}
+
+/// Waits for the conversion to exit, passing progress on meanwhile; kills
+/// it when `cancelled` (then [`SnapshotError::Cancelled`]) or when it can no
+/// longer be waited for.
+fn wait_reporting(
+    child: &mut Child,
+    rx: &mpsc::Receiver<f64>,
+    progress: &mut impl FnMut(f64),
+    cancelled: &impl Fn() -> bool,
+) -> Result<ExitStatus, SnapshotError> {
+    loop {
+        while let Ok(f) = rx.try_recv() {
+            progress(f);
+        }
+        let failure = if cancelled() {
+            SnapshotError::Cancelled
+        } else {
+            match child.try_wait() {
+                Ok(Some(status)) => return Ok(status),
+                Ok(None) => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                Err(e) => SnapshotError::qemu_img("convert", QemuImgFailure::Wait(e)),
+            }
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(failure);
+    }
 }
 
 /// `    (45.50/100%)` → 0.455.

@@ -122,53 +122,10 @@ struct Handoff {
 /// caller does not thaw itself: the freeze thread, still blocked in the
 /// freeze, thaws right after it returns, whatever the freeze did.
 pub(crate) fn freeze(domain: &Domain, timeout: Duration) -> Result<Frozen, SnapshotError> {
-    let shared = Arc::new((Mutex::new(Handoff { result: None, abandoned: false }), Condvar::new()));
-    let theirs = Arc::clone(&shared);
-    let dom = domain.clone();
-    std::thread::Builder::new()
-        .name("fs-freeze".into())
-        .spawn(move || {
-            let started = Instant::now();
-            // The error is thread-local: `fs_freeze` reads it in this thread.
-            let r = ffi::fs_freeze(&dom);
-            let (lock, cv) = &*theirs;
-            let mut handoff = lock.lock().unwrap_or_else(|p| p.into_inner());
-            if !handoff.abandoned {
-                handoff.result = Some(r);
-                cv.notify_one();
-                return;
-            }
-            drop(handoff);
-            // The caller has given up and reported a failed freeze: undo
-            // whatever this late freeze did (a no-op if nothing is frozen).
-            let took_ms = started.elapsed().as_millis() as u64;
-            match ffi::fs_thaw(&dom) {
-                Ok(n) => tracing::warn!(freeze_took_ms = took_ms, thawed = n, "late fsFreeze returned; guest thawed"),
-                Err(e) => tracing::error!(
-                    freeze_took_ms = took_ms,
-                    error = %e,
-                    "late fsFreeze returned; thaw failed, the guest may be frozen"
-                ),
-            }
-        })
-        .map_err(|e| SnapshotError::io("spawn fs-freeze thread", e))?;
+    let shared: Shared = Arc::new((Mutex::new(Handoff { result: None, abandoned: false }), Condvar::new()));
+    spawn_freeze(domain.clone(), Arc::clone(&shared))?;
     let started = Instant::now();
-    let deadline = started + timeout;
-    let (lock, cv) = &*shared;
-    let mut handoff = lock.lock().unwrap_or_else(|p| p.into_inner());
-    while handoff.result.is_none() {
-        let now = Instant::now();
-        if now >= deadline {
-            // Under the lock: the freeze thread sees this before it could
-            // store a result, so exactly one side handles the outcome.
-            handoff.abandoned = true;
-            break;
-        }
-        handoff = cv.wait_timeout(handoff, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
-    }
-    let result = handoff.result.take();
-    drop(handoff);
-    match result {
+    match await_freeze(&shared, started + timeout) {
         Some(Ok(n)) => {
             tracing::info!(frozen = n, took_ms = started.elapsed().as_millis() as u64, "guest filesystems frozen");
             Ok(Frozen { domain: domain.clone(), frozen_at: Instant::now(), filesystems: n, thawed: false })
@@ -191,6 +148,65 @@ pub(crate) fn freeze(domain: &Domain, timeout: Duration) -> Result<Frozen, Snaps
             })
         }
     }
+}
+
+/// The [`Handoff`] and the condition variable its result is signalled on.
+type Shared = Arc<(Mutex<Handoff>, Condvar)>;
+
+/// Starts the thread that calls `fsFreeze` and hands its result over, or
+/// undoes a freeze that lands after the caller gave up.
+fn spawn_freeze(dom: Domain, shared: Shared) -> Result<(), SnapshotError> {
+    std::thread::Builder::new()
+        .name("fs-freeze".into())
+        .spawn(move || {
+            let started = Instant::now();
+            // The error is thread-local: `fs_freeze` reads it in this thread.
+            let r = ffi::fs_freeze(&dom);
+            let (lock, cv) = &*shared;
+            let mut handoff = lock.lock().unwrap_or_else(|p| p.into_inner());
+            if !handoff.abandoned {
+                handoff.result = Some(r);
+                cv.notify_one();
+                return;
+            }
+            drop(handoff);
+            thaw_late_freeze(&dom, started);
+        })
+        .map(drop)
+        .map_err(|e| SnapshotError::io("spawn fs-freeze thread", e))
+}
+
+/// The caller has given up and reported a failed freeze: undo whatever this
+/// late freeze did (a no-op if nothing is frozen).
+fn thaw_late_freeze(dom: &Domain, started: Instant) {
+    let took_ms = started.elapsed().as_millis() as u64;
+    match ffi::fs_thaw(dom) {
+        Ok(n) => tracing::warn!(freeze_took_ms = took_ms, thawed = n, "late fsFreeze returned; guest thawed"),
+        Err(e) => tracing::error!(
+            freeze_took_ms = took_ms,
+            error = %e,
+            "late fsFreeze returned; thaw failed, the guest may be frozen"
+        ),
+    }
+}
+
+/// Waits until the freeze thread hands over its result, or `deadline`:
+/// then the handoff is marked abandoned (`None`), and the freeze thread
+/// undoes the freeze when it lands.
+fn await_freeze(shared: &Shared, deadline: Instant) -> Option<Result<u32, virt::error::Error>> {
+    let (lock, cv) = &**shared;
+    let mut handoff = lock.lock().unwrap_or_else(|p| p.into_inner());
+    while handoff.result.is_none() {
+        let now = Instant::now();
+        if now >= deadline {
+            // Under the lock: the freeze thread sees this before it could
+            // store a result, so exactly one side handles the outcome.
+            handoff.abandoned = true;
+            break;
+        }
+        handoff = cv.wait_timeout(handoff, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+    }
+    handoff.result.take()
 }
 
 /// The quiesce failure of a domain whose XML has no guest-agent channel.

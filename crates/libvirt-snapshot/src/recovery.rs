@@ -111,76 +111,99 @@ fn owner_alive(record: &JournalRecord) -> bool {
 
 /// Undoes `record`'s steps; `complete` is false when some step failed.
 pub(crate) fn undo(conn: &Connect, record: &JournalRecord) -> (Vec<RecoveryAction>, bool) {
-    let uuid = record.domain_uuid.as_str();
-    let mut actions = Vec::new();
-    let mut complete = true;
-    let domain = match conn.lookup_domain_by_uuid_string(uuid) {
+    let mut undone = Undone { uuid: &record.domain_uuid, actions: Vec::new(), complete: true };
+    let domain = match conn.lookup_domain_by_uuid_string(&record.domain_uuid) {
         Ok(d) => Some(d),
         Err(e) if e.code().to_raw() == VIR_ERR_NO_DOMAIN => None,
         Err(e) => {
-            let error = error_chain(&SnapshotError::libvirt("lookupByUUIDString", e));
-            actions.push(RecoveryAction::Failed { domain: uuid.into(), step: "lookup", error });
-            return (actions, false);
+            undone.record("lookup", Err(SnapshotError::libvirt("lookupByUUIDString", e)));
+            return (undone.actions, false);
         }
-    };
-    let mut fail = |actions: &mut Vec<RecoveryAction>, step, e: SnapshotError| {
-        tracing::error!(domain = uuid, step, error = %Chain(&e), "recovery step failed");
-        actions.push(RecoveryAction::Failed { domain: uuid.into(), step, error: error_chain(&e) });
-        complete = false;
     };
     if let Some(dom) = &domain {
-        for step in &record.steps {
-            let result = match step {
-                Step::MirrorJob { disk, dest } => abort_mirror(dom, disk, dest).map(|done| {
-                    done.then(|| RecoveryAction::MirrorAborted { domain: uuid.into(), disk: disk.clone() })
-                }),
-                Step::BackupJob { target } => abort_backup(dom, target)
-                    .map(|done| done.then(|| RecoveryAction::BackupAborted { domain: uuid.into() })),
-                _ => Ok(None),
-            };
-            match result {
-                Ok(Some(a)) => actions.push(a),
-                Ok(None) => {}
-                Err(e) => fail(&mut actions, "abort job", e),
-            }
-        }
-        if record.steps.contains(&Step::Paused) {
-            match resume_if_paused(dom) {
-                Ok(true) => actions.push(RecoveryAction::Resumed { domain: uuid.into() }),
-                Ok(false) => {}
-                Err(e) => fail(&mut actions, "resume", e),
-            }
-        }
-        if record.steps.contains(&Step::Quiesce) {
-            match thaw_if_running(dom) {
-                Ok(Some(n)) => actions.push(RecoveryAction::Thawed { domain: uuid.into(), filesystems: n }),
-                Ok(None) => {}
-                Err(e) => fail(&mut actions, "thaw", e),
+        undo_on_domain(dom, record, &mut undone);
+    }
+    redefine(conn, domain.as_ref(), record, &mut undone);
+    remove_temp_dirs(record, &mut undone);
+    (undone.actions, undone.complete)
+}
+
+/// What an undo has done so far, and whether every step succeeded.
+struct Undone<'a> {
+    uuid: &'a str,
+    actions: Vec<RecoveryAction>,
+    complete: bool,
+}
+
+impl Undone<'_> {
+    /// Records one step's outcome: its action when it did something, a
+    /// logged failure (the record is then kept) when it could not.
+    fn record(&mut self, step: &'static str, result: Result<Option<RecoveryAction>, SnapshotError>) {
+        match result {
+            Ok(Some(action)) => self.actions.push(action),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(domain = self.uuid, step, error = %Chain(&e), "recovery step failed");
+                self.actions.push(RecoveryAction::Failed { domain: self.uuid.into(), step, error: error_chain(&e) });
+                self.complete = false;
             }
         }
     }
+}
+
+/// On the live domain, in order: abort our jobs, resume the guest if we
+/// paused it, thaw it if we froze it.
+fn undo_on_domain(dom: &Domain, record: &JournalRecord, undone: &mut Undone<'_>) {
+    let domain = || record.domain_uuid.clone();
+    for step in &record.steps {
+        let aborted = match step {
+            Step::MirrorJob { disk, dest } => abort_mirror(dom, disk, dest)
+                .map(|done| done.then(|| RecoveryAction::MirrorAborted { domain: domain(), disk: disk.clone() })),
+            Step::BackupJob { target } => {
+                abort_backup(dom, target).map(|done| done.then(|| RecoveryAction::BackupAborted { domain: domain() }))
+            }
+            _ => continue,
+        };
+        undone.record("abort job", aborted);
+    }
+    if record.steps.contains(&Step::Paused) {
+        let resumed = resume_if_paused(dom).map(|done| done.then(|| RecoveryAction::Resumed { domain: domain() }));
+        undone.record("resume", resumed);
+    }
+    if record.steps.contains(&Step::Quiesce) {
+        let thawed =
+            thaw_if_running(dom).map(|n| n.map(|filesystems| RecoveryAction::Thawed { domain: domain(), filesystems }));
+        undone.record("thaw", thawed);
+    }
+}
+
+/// Defines the domain again from its journaled persistent definition when
+/// it is gone or was left transient.
+fn redefine(conn: &Connect, domain: Option<&Domain>, record: &JournalRecord, undone: &mut Undone<'_>) {
     for step in &record.steps {
         if let Step::PersistentDefinition { xml } = step {
-            let transient = domain.as_ref().map(|d| !d.is_persistent().unwrap_or(true)).unwrap_or(true);
+            let transient = domain.map(|d| !d.is_persistent().unwrap_or(true)).unwrap_or(true);
             if transient {
-                match conn.define_domain_xml(xml) {
-                    Ok(_) => actions.push(RecoveryAction::Redefined { domain: uuid.into() }),
-                    Err(e) => fail(&mut actions, "define", SnapshotError::libvirt("defineXML", e)),
-                }
+                let defined = conn
+                    .define_domain_xml(xml)
+                    .map(|_| Some(RecoveryAction::Redefined { domain: record.domain_uuid.clone() }))
+                    .map_err(|e| SnapshotError::libvirt("defineXML", e));
+                undone.record("define", defined);
             }
         }
     }
+}
+
+/// Removes the snapshot's temp directories that are still there.
+fn remove_temp_dirs(record: &JournalRecord, undone: &mut Undone<'_>) {
     for step in &record.steps {
         if let Step::TempDir { path } = step {
             if path.exists() {
-                match remove_tree(path) {
-                    Ok(()) => actions.push(RecoveryAction::TempDirRemoved { path: path.clone() }),
-                    Err(e) => fail(&mut actions, "remove temp dir", e),
-                }
+                let removed = remove_tree(path).map(|()| Some(RecoveryAction::TempDirRemoved { path: path.clone() }));
+                undone.record("remove temp dir", removed);
             }
         }
     }
-    (actions, complete)
 }
 
 /// Aborts the disk's copy job if its destination is ours.

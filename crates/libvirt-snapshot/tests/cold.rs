@@ -13,6 +13,7 @@ use libvirt_snapshot::{
     CancelToken, FileSink, ImageFormat, Phase, Progress, QuiescePolicy, SnapshotEngine, SnapshotRequest,
     SnapshotStrategy,
 };
+use stack_tests::Guest;
 use virt::domain::DomainState;
 
 #[test]
@@ -22,10 +23,26 @@ fn cold_pauses_a_running_guest_and_never_starts_a_shut_off_one() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let engine = rt.block_on(SnapshotEngine::connect(scratch.config())).unwrap_or_else(|e| panic!("{e}"));
     let guest = boot("lvs-cold");
-    let uuid = guest.uuid().to_string();
     sh(&guest, "echo cold-data > /data/cold.txt && sync");
 
-    // Running guest: every progress report of the copy sees it paused.
+    a_running_guest_is_paused_for_the_copy(&rt, &engine, &guest, &scratch);
+    a_panic_in_the_copy_is_undone(&engine, &guest, &scratch);
+    the_configured_format_and_compression_are_written(&guest, &scratch);
+
+    sh(&guest, "echo off-data > /data/off.txt && sync");
+    guest.destroy().unwrap();
+    a_shut_off_guest_is_copied_and_never_started(&rt, &engine, &guest, &scratch);
+    a_caller_made_sink_gets_the_view(&engine, &guest, &scratch);
+}
+
+/// Running guest: every progress report of the copy sees it paused; it is
+/// running, thawed and answering afterwards.
+fn a_running_guest_is_paused_for_the_copy(
+    rt: &tokio::runtime::Runtime,
+    engine: &Arc<SnapshotEngine>,
+    guest: &Guest,
+    scratch: &Scratch,
+) {
     let seen: Arc<Mutex<Vec<(Phase, DomainState)>>> = Arc::default();
     let dom = guest.domain().clone();
     let record = seen.clone();
@@ -34,7 +51,7 @@ fn cold_pauses_a_running_guest_and_never_starts_a_shut_off_one() {
         record.lock().unwrap().push((p.phase, state));
     });
     let req = SnapshotRequest {
-        instance_uuid: uuid.clone(),
+        instance_uuid: guest.uuid().to_string(),
         name: "cold-running".into(),
         quiesce: QuiescePolicy { agent_enabled: true, required: true },
         strategy: Some(SnapshotStrategy::Cold),
@@ -50,16 +67,17 @@ fn cold_pauses_a_running_guest_and_never_starts_a_shut_off_one() {
     assert!(seen.iter().all(|(_, s)| *s == DomainState::Paused), "not paused during the copy: {seen:?}");
     assert_eq!(guest.domain().state().unwrap().0.known(), Some(DomainState::Running), "running again afterwards");
     assert_eq!(guest.fsfreeze_status().unwrap(), "thawed");
-    assert_eq!(sh(&guest, "cat /data/cold.txt"), "cold-data\n", "the guest still answers");
+    assert_eq!(sh(guest, "cat /data/cold.txt"), "cold-data\n", "the guest still answers");
     assert_standalone(out.image.path());
     let got = read_back_replayed(out.image.path(), "/cold.txt", scratch.dir.path());
     assert_eq!(got.as_deref(), Some(&b"cold-data\n"[..]));
-    drop(out);
+}
 
-    // A panic inside the copy (here: the caller's progress callback, while
-    // the guest is frozen and paused) still resumes, thaws and cleans up.
+/// A panic inside the copy (here: the caller's progress callback, while the
+/// guest is frozen and paused) still resumes, thaws and cleans up.
+fn a_panic_in_the_copy_is_undone(engine: &SnapshotEngine, guest: &Guest, scratch: &Scratch) {
     let req = SnapshotRequest {
-        instance_uuid: uuid.clone(),
+        instance_uuid: guest.uuid().to_string(),
         name: "cold-panic".into(),
         quiesce: QuiescePolicy { agent_enabled: true, required: true },
         strategy: Some(SnapshotStrategy::Cold),
@@ -72,15 +90,17 @@ fn cold_pauses_a_running_guest_and_never_starts_a_shut_off_one() {
     assert_eq!(guest.fsfreeze_status().unwrap(), "thawed", "thawed after a panic");
     assert!(scratch.leftovers().is_empty(), "temp files left after a panic: {:?}", scratch.leftovers());
     assert!(scratch.journal_records().is_empty(), "journal left after a panic");
+}
 
-    // Configured output format and compression.
+/// `snapshot_image_format` and `snapshot_compression` decide the output.
+fn the_configured_format_and_compression_are_written(guest: &Guest, scratch: &Scratch) {
     for (format, compress) in [(ImageFormat::Raw, false), (ImageFormat::Qcow2, true)] {
         let mut cfg = scratch.config();
         cfg.snapshot_image_format = Some(format);
         cfg.snapshot_compression = compress;
         let other = SnapshotEngine::open(cfg).unwrap();
         let req = SnapshotRequest {
-            instance_uuid: uuid.clone(),
+            instance_uuid: guest.uuid().to_string(),
             name: format!("cold-{}", format.as_str()),
             quiesce: QuiescePolicy::default(),
             strategy: Some(SnapshotStrategy::Cold),
@@ -89,13 +109,7 @@ fn cold_pauses_a_running_guest_and_never_starts_a_shut_off_one() {
         let info = stack_tests::qemu_img_info(out.image.path()).unwrap();
         assert_eq!(info[0]["format"], format.as_str());
         if compress {
-            let out2 = std::process::Command::new("qemu-img")
-                .args(["check", "--output=json"])
-                .arg(out.image.path())
-                .output()
-                .unwrap();
-            let check: serde_json::Value = serde_json::from_slice(&out2.stdout).unwrap();
-            assert!(check["compressed-clusters"].as_u64().unwrap_or(0) > 0, "not compressed: {check}");
+            assert_compressed(out.image.path());
         }
         assert_standalone(out.image.path());
         assert_eq!(
@@ -103,12 +117,24 @@ fn cold_pauses_a_running_guest_and_never_starts_a_shut_off_one() {
             Some(&b"cold-data\n"[..])
         );
     }
+}
 
-    // Shut-off guest: chosen by power state, copied, never started.
-    sh(&guest, "echo off-data > /data/off.txt && sync");
-    guest.destroy().unwrap();
+/// `qemu-img check` counts compressed clusters in the qcow2 at `image`.
+fn assert_compressed(image: &std::path::Path) {
+    let out = std::process::Command::new("qemu-img").args(["check", "--output=json"]).arg(image).output().unwrap();
+    let check: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(check["compressed-clusters"].as_u64().unwrap_or(0) > 0, "not compressed: {check}");
+}
+
+/// Shut-off guest: cold is chosen by its state; it is copied, never started.
+fn a_shut_off_guest_is_copied_and_never_started(
+    rt: &tokio::runtime::Runtime,
+    engine: &Arc<SnapshotEngine>,
+    guest: &Guest,
+    scratch: &Scratch,
+) {
     let req = SnapshotRequest {
-        instance_uuid: uuid,
+        instance_uuid: guest.uuid().to_string(),
         name: "cold-off".into(),
         quiesce: QuiescePolicy { agent_enabled: true, required: false },
         strategy: None,
@@ -125,10 +151,11 @@ fn cold_pauses_a_running_guest_and_never_starts_a_shut_off_one() {
     assert_standalone(out.image.path());
     let got = read_back_replayed(out.image.path(), "/off.txt", scratch.dir.path());
     assert_eq!(got.as_deref(), Some(&b"off-data\n"[..]));
-    drop(out);
+}
 
-    // The same view through a caller-made sink writing outside the work
-    // directory (the seam a streaming sink plugs into).
+/// The same view through a caller-made sink writing outside the work
+/// directory (the seam a streaming sink plugs into).
+fn a_caller_made_sink_gets_the_view(engine: &SnapshotEngine, guest: &Guest, scratch: &Scratch) {
     let elsewhere = scratch.dir.path().join("elsewhere.raw");
     let req = SnapshotRequest {
         instance_uuid: guest.uuid().to_string(),

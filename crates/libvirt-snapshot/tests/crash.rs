@@ -92,66 +92,79 @@ fn sigkill_mid_job_then_recover() {
     let guest = big_guest();
     guest.start().unwrap_or_else(|e| panic!("{e}"));
     guest.wait_for_agent(Duration::from_secs(180)).unwrap_or_else(|e| panic!("{e}"));
-    let uuid = guest.uuid().to_string();
-
     for strategy in ["backup", "mirror"] {
-        let scratch = Scratch::new("lvs-crash-");
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_snapshot_process", "--nocapture", "--test-threads=1"])
-            .env(ENV_UUID, &uuid)
-            .env(ENV_DIR, scratch.dir.path())
-            .env(ENV_STRATEGY, strategy)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Wait for the job, and slow the backup down as soon as it shows.
-        wait_until(&format!("the {strategy} job"), Duration::from_secs(60), || {
-            let jobs = block_jobs(&guest);
-            let Some(job) = jobs.first() else {
-                return false;
-            };
-            if strategy == "backup" {
-                let device = job["device"].as_str().unwrap().to_owned();
-                let cmd = serde_json::json!({"execute": "block-job-set-speed", "arguments": {"device": device, "speed": 1 << 20}});
-                qmp(&guest, &cmd.to_string());
-            }
-            true
-        });
-        std::thread::sleep(Duration::from_millis(800));
-        let jobs = block_jobs(&guest);
-        assert_eq!(jobs.len(), 1, "{strategy}: the job must still run when the process is killed: {jobs:?}");
-        assert!(jobs[0]["offset"].as_u64() < jobs[0]["len"].as_u64(), "{strategy}: mid-job: {jobs:?}");
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        assert!(!scratch.leftovers().is_empty(), "{strategy}: the killed process left its temp dir (as expected)");
-        assert!(!scratch.journal_records().is_empty(), "{strategy}: and its journal record");
-
-        // A fresh process would do exactly this at start-up.
-        let engine = scratch.engine();
-        let report = engine.recover_blocking().unwrap_or_else(|e| panic!("recover: {e}"));
-        eprintln!("{strategy}: recovery: {report:?}");
-        let aborted = report
-            .actions
-            .iter()
-            .any(|a| matches!(a, RecoveryAction::BackupAborted { .. } | RecoveryAction::MirrorAborted { .. }));
-        assert!(aborted, "{strategy}: no job aborted: {report:?}");
-        assert!(report.kept.is_empty(), "{strategy}: records kept: {report:?}");
-        wait_until("the job to go away", Duration::from_secs(30), || block_jobs(&guest).is_empty());
-        let dom = guest.domain();
-        assert!(dom.is_persistent().unwrap(), "{strategy}: not persistent");
-        assert_eq!(dom.state().unwrap().0.known(), Some(DomainState::Running), "{strategy}: not running");
-        assert_eq!(guest.fsfreeze_status().unwrap(), "thawed", "{strategy}: frozen");
-        assert!(!dom.xml_desc(0).unwrap().contains("<mirror"), "{strategy}: mirror left in the XML");
-        assert_eq!(engine.hypervisor().domain_job_type(&uuid).unwrap(), 0, "{strategy}: a domain job is left");
-        assert_eq!(engine.hypervisor().block_job(&uuid, "vda").unwrap(), None, "{strategy}: a block job is left");
-        assert!(scratch.leftovers().is_empty(), "{strategy}: temp files left: {:?}", scratch.leftovers());
-        assert!(scratch.journal_records().is_empty(), "{strategy}: journal left: {:?}", scratch.journal_records());
-        sh(&guest, "echo still-alive > /data/alive.txt && sync");
+        killed_mid_job_is_recovered(&guest, strategy);
     }
+    leftovers_of_other_crash_moments_are_undone(&guest);
+}
 
-    // What a crash at other moments leaves: a guest frozen, paused and made
-    // transient, with a record from a dead process. recover() undoes all.
+/// A child process is SIGKILLed while its `strategy` job runs; a fresh
+/// engine's recover() aborts the job and leaves the guest as it was.
+fn killed_mid_job_is_recovered(guest: &Guest, strategy: &str) {
+    let uuid = guest.uuid().to_string();
+    let scratch = Scratch::new("lvs-crash-");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_snapshot_process", "--nocapture", "--test-threads=1"])
+        .env(ENV_UUID, &uuid)
+        .env(ENV_DIR, scratch.dir.path())
+        .env(ENV_STRATEGY, strategy)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_the_job_mid_way(guest, strategy);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!scratch.leftovers().is_empty(), "{strategy}: the killed process left its temp dir (as expected)");
+    assert!(!scratch.journal_records().is_empty(), "{strategy}: and its journal record");
+
+    // A fresh process would do exactly this at start-up.
+    let engine = scratch.engine();
+    let report = engine.recover_blocking().unwrap_or_else(|e| panic!("recover: {e}"));
+    eprintln!("{strategy}: recovery: {report:?}");
+    let aborted = report
+        .actions
+        .iter()
+        .any(|a| matches!(a, RecoveryAction::BackupAborted { .. } | RecoveryAction::MirrorAborted { .. }));
+    assert!(aborted, "{strategy}: no job aborted: {report:?}");
+    assert!(report.kept.is_empty(), "{strategy}: records kept: {report:?}");
+    wait_until("the job to go away", Duration::from_secs(30), || block_jobs(guest).is_empty());
+    let dom = guest.domain();
+    assert!(dom.is_persistent().unwrap(), "{strategy}: not persistent");
+    assert_eq!(dom.state().unwrap().0.known(), Some(DomainState::Running), "{strategy}: not running");
+    assert_eq!(guest.fsfreeze_status().unwrap(), "thawed", "{strategy}: frozen");
+    assert!(!dom.xml_desc(0).unwrap().contains("<mirror"), "{strategy}: mirror left in the XML");
+    assert_eq!(engine.hypervisor().domain_job_type(&uuid).unwrap(), 0, "{strategy}: a domain job is left");
+    assert_eq!(engine.hypervisor().block_job(&uuid, "vda").unwrap(), None, "{strategy}: a block job is left");
+    assert!(scratch.leftovers().is_empty(), "{strategy}: temp files left: {:?}", scratch.leftovers());
+    assert!(scratch.journal_records().is_empty(), "{strategy}: journal left: {:?}", scratch.journal_records());
+    sh(guest, "echo still-alive > /data/alive.txt && sync");
+}
+
+/// Waits for the child's job (slowing a backup down as soon as it shows),
+/// and asserts it is still mid-way when the child is about to be killed.
+fn wait_for_the_job_mid_way(guest: &Guest, strategy: &str) {
+    wait_until(&format!("the {strategy} job"), Duration::from_secs(60), || {
+        let jobs = block_jobs(guest);
+        let Some(job) = jobs.first() else {
+            return false;
+        };
+        if strategy == "backup" {
+            let device = job["device"].as_str().unwrap().to_owned();
+            let cmd = serde_json::json!({"execute": "block-job-set-speed", "arguments": {"device": device, "speed": 1 << 20}});
+            qmp(guest, &cmd.to_string());
+        }
+        true
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    let jobs = block_jobs(guest);
+    assert_eq!(jobs.len(), 1, "{strategy}: the job must still run when the process is killed: {jobs:?}");
+    assert!(jobs[0]["offset"].as_u64() < jobs[0]["len"].as_u64(), "{strategy}: mid-job: {jobs:?}");
+}
+
+/// What a crash at other moments leaves: a guest frozen, paused and made
+/// transient, with a record from a dead process. recover() undoes all.
+fn leftovers_of_other_crash_moments_are_undone(guest: &Guest) {
     let scratch = Scratch::new("lvs-crash-state-");
     let dom = guest.domain();
     let inactive_secure_xml = dom.xml_desc(2 | 1).unwrap();
@@ -166,7 +179,7 @@ fn sigkill_mid_job_then_recover() {
         id: "dead".into(),
         pid: dead_pid(),
         process_start: Some(1),
-        domain_uuid: uuid.clone(),
+        domain_uuid: guest.uuid().to_string(),
         strategy: "mirror".into(),
         steps: vec![
             Step::TempDir { path: leftover.clone() },
@@ -186,7 +199,7 @@ fn sigkill_mid_job_then_recover() {
     assert_eq!(guest.fsfreeze_status().unwrap(), "thawed", "not thawed");
     assert!(!leftover.exists(), "temp dir not removed");
     assert!(scratch.journal_records().is_empty());
-    assert_eq!(sh(&guest, "cat /data/alive.txt"), "still-alive\n");
+    assert_eq!(sh(guest, "cat /data/alive.txt"), "still-alive\n");
 }
 
 /// The pid of a process that has exited.

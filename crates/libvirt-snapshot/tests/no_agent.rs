@@ -9,11 +9,13 @@
 mod common;
 
 use common::*;
-use libvirt_snapshot::{CancelToken, QuiescePolicy, SnapshotError, SnapshotRequest, SnapshotStrategy};
-use stack_tests::GuestOptions;
+use libvirt_snapshot::{
+    CancelToken, QuiescePolicy, SnapshotEngine, SnapshotError, SnapshotOutcome, SnapshotRequest, SnapshotStrategy,
+};
+use stack_tests::{Guest, GuestOptions};
 use virt::domain::DomainState;
 
-fn assert_untouched(guest: &stack_tests::Guest, scratch: &Scratch, engine: &libvirt_snapshot::SnapshotEngine) {
+fn assert_untouched(guest: &Guest, scratch: &Scratch, engine: &SnapshotEngine) {
     let dom = guest.domain();
     let uuid = guest.uuid().to_string();
     assert_eq!(dom.state().unwrap().0.known(), Some(DomainState::Running));
@@ -34,34 +36,53 @@ fn required_quiesce_without_agent_fails_cleanly() {
     opts.agent = false;
     let guest = opts.define().unwrap_or_else(|e| panic!("{e}"));
     guest.start().unwrap_or_else(|e| panic!("{e}"));
-    let uuid = guest.uuid().to_string();
-    let snap = |agent_enabled, required, strategy| {
-        let req = SnapshotRequest {
-            instance_uuid: uuid.clone(),
-            name: "noagent".into(),
-            quiesce: QuiescePolicy { agent_enabled, required },
-            strategy,
-        };
-        engine.snapshot_blocking(&req, &|_| {}, &CancelToken::new())
-    };
 
+    a_required_quiesce_is_refused_untouched(&engine, &guest, &scratch);
+    a_cancelled_job_is_undone(&engine, &guest, &scratch);
+    // Not required: the absent agent is skipped and the snapshot succeeds.
+    let out = snap(&engine, &guest, QuiescePolicy { agent_enabled: true, required: false }, None)
+        .unwrap_or_else(|e| panic!("unquiesced snapshot: {e}"));
+    assert!(out.quiesce.is_none());
+    assert_standalone(out.image.path());
+    drop(out);
+    assert_untouched(&guest, &scratch, &engine);
+    a_too_small_snapshots_directory_is_refused_up_front(&engine, &guest, &scratch);
+    an_rbd_root_disk_is_refused(&engine, &guest, &scratch);
+}
+
+/// A snapshot of `guest` with this quiesce policy (and strategy, if forced).
+fn snap(
+    engine: &SnapshotEngine,
+    guest: &Guest,
+    quiesce: QuiescePolicy,
+    strategy: Option<SnapshotStrategy>,
+) -> Result<SnapshotOutcome, SnapshotError> {
+    let req = SnapshotRequest { instance_uuid: guest.uuid().to_string(), name: "noagent".into(), quiesce, strategy };
+    engine.snapshot_blocking(&req, &|_| {}, &CancelToken::new())
+}
+
+/// `os_require_quiesce` with no agent channel (QuiesceFailed) or without
+/// `hw_qemu_guest_agent` (nova's QemuGuestAgentNotEnabled): refused, untouched.
+fn a_required_quiesce_is_refused_untouched(engine: &SnapshotEngine, guest: &Guest, scratch: &Scratch) {
+    let required = QuiescePolicy { agent_enabled: true, required: true };
     for strategy in [None, Some(SnapshotStrategy::Mirror), Some(SnapshotStrategy::Cold)] {
-        // hw_qemu_guest_agent set, but the domain has no agent channel.
-        match snap(true, true, strategy) {
+        match snap(engine, guest, required, strategy) {
             Err(SnapshotError::QuiesceFailed { message, .. }) => {
                 eprintln!("{strategy:?}: refused: {message}")
             }
             other => panic!("{strategy:?}: expected QuiesceFailed, got {other:?}"),
         }
-        assert_untouched(&guest, &scratch, &engine);
+        assert_untouched(guest, scratch, engine);
     }
+    let no_agent = QuiescePolicy { agent_enabled: false, required: true };
+    assert!(matches!(snap(engine, guest, no_agent, None), Err(SnapshotError::AgentNotEnabled)));
+    assert_untouched(guest, scratch, engine);
+}
 
-    // os_require_quiesce without hw_qemu_guest_agent: nova's QemuGuestAgentNotEnabled.
-    assert!(matches!(snap(false, true, None), Err(SnapshotError::AgentNotEnabled)));
-    assert_untouched(&guest, &scratch, &engine);
-
-    // Cancelled mid-job (the token is already set when the job starts): the
-    // job is aborted and everything undone.
+/// Cancelled mid-job (the token is already set when the job starts): the
+/// job is aborted and everything undone.
+fn a_cancelled_job_is_undone(engine: &SnapshotEngine, guest: &Guest, scratch: &Scratch) {
+    let uuid = guest.uuid().to_string();
     for strategy in [SnapshotStrategy::Backup, SnapshotStrategy::Mirror] {
         let cancel = CancelToken::new();
         cancel.cancel();
@@ -77,28 +98,18 @@ fn required_quiesce_without_agent_fails_cleanly() {
         while engine.hypervisor().domain_job_type(&uuid).unwrap() != 0 && start.elapsed().as_secs() < 30 {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        assert_untouched(&guest, &scratch, &engine);
+        assert_untouched(guest, scratch, engine);
     }
+}
 
-    // Not required: the absent agent is skipped and the snapshot succeeds.
-    let out = snap(true, false, None).unwrap_or_else(|e| panic!("unquiesced snapshot: {e}"));
-    assert!(out.quiesce.is_none());
-    assert_standalone(out.image.path());
-    drop(out);
-    assert_untouched(&guest, &scratch, &engine);
-
-    // A snapshots_directory on a 1 MiB filesystem: refused up front.
+/// A snapshots_directory on a 1 MiB filesystem: InsufficientSpace before
+/// anything starts.
+fn a_too_small_snapshots_directory_is_refused_up_front(engine: &SnapshotEngine, guest: &Guest, scratch: &Scratch) {
     let small = Tmpfs::mount(&scratch.dir.path().join("small"), "1m");
     let mut cfg = scratch.config();
     cfg.snapshots_directory = small.0.join("snapshots");
-    let tight = libvirt_snapshot::SnapshotEngine::open(cfg).unwrap();
-    let req = SnapshotRequest {
-        instance_uuid: uuid.clone(),
-        name: "nospace".into(),
-        quiesce: QuiescePolicy::default(),
-        strategy: None,
-    };
-    match tight.snapshot_blocking(&req, &|_| {}, &CancelToken::new()) {
+    let tight = SnapshotEngine::open(cfg).unwrap();
+    match snap(&tight, guest, QuiescePolicy::default(), None) {
         Err(SnapshotError::InsufficientSpace { needed, available, .. }) => {
             assert!(needed > available);
             eprintln!("refused: {needed} bytes needed, {available} available");
@@ -108,10 +119,11 @@ fn required_quiesce_without_agent_fails_cleanly() {
     assert!(
         !small.0.join("snapshots").exists() || std::fs::read_dir(small.0.join("snapshots")).unwrap().next().is_none()
     );
-    assert_untouched(&guest, &scratch, &engine);
-    drop(small);
+    assert_untouched(guest, scratch, engine);
+}
 
-    // An RBD root disk (a defined, never started domain): refused.
+/// An RBD root disk (a defined, never started domain): RbdNotSupported.
+fn an_rbd_root_disk_is_refused(engine: &SnapshotEngine, guest: &Guest, scratch: &Scratch) {
     let rbd = RbdDomain::define(guest.connection());
     let req = SnapshotRequest {
         instance_uuid: rbd.uuid.clone(),
