@@ -30,6 +30,7 @@ pub struct DefaultGroup {
     pub log_dir: Option<String>,
     pub log_file: Option<String>,
     pub use_stderr: bool,
+    pub executor_thread_pool_size: u32,
     pub non_inheritable_image_properties: Vec<String>,
     pub use_cow_images: bool,
 }
@@ -65,26 +66,6 @@ pub enum ImagesType {
     Default,
 }
 
-/// `[libvirt] snapshot_image_format`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SnapshotImageFormat {
-    Raw,
-    Qcow2,
-    Vmdk,
-    Vdi,
-}
-
-/// `[libvirt] live_snapshot_strategy` (ours).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LiveSnapshotStrategy {
-    /// libvirt backup API (point-in-time, no convergence phase).
-    Backup,
-    /// nova's shallow block copy with abort.
-    Mirror,
-}
-
 /// `[libvirt]`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -93,14 +74,15 @@ pub struct Libvirt {
     pub connection_uri: String,
     pub virt_type: VirtType,
     pub images_type: ImagesType,
-    pub snapshot_image_format: Option<SnapshotImageFormat>,
+    /// One of raw/qcow2/vmdk/vdi (validated by the registry); the engine
+    /// parses it into its own format type.
+    pub snapshot_image_format: Option<String>,
     pub snapshots_directory: String,
     pub snapshot_compression: bool,
     pub images_rbd_pool: String,
     pub images_rbd_ceph_conf: String,
     pub rbd_user: Option<String>,
     pub rbd_secret_uuid: Option<String>,
-    pub live_snapshot_strategy: LiveSnapshotStrategy,
 }
 
 impl Libvirt {
@@ -282,6 +264,32 @@ pub struct UpgradeLevels {
     pub compute: Option<String>,
 }
 
+/// `[cinder]`: nova's Cinder client options (`nova/conf/cinder.py`) and
+/// keystoneauth's session options, for the volume calls of quiesce.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cinder {
+    pub catalog_info: String,
+    pub endpoint_template: Option<String>,
+    pub os_region_name: Option<String>,
+    pub cafile: Option<String>,
+    pub certfile: Option<String>,
+    pub keyfile: Option<Secret>,
+    pub insecure: bool,
+    pub timeout: Option<i64>,
+    pub http_retries: u32,
+}
+
+/// `[snapshot_engine]`: our own options, not nova's.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotEngine {
+    /// One of backup/mirror (validated by the registry); the engine parses
+    /// it into its own strategy type. Also read from the deprecated
+    /// `[libvirt] live_snapshot_strategy`.
+    pub live_strategy: String,
+}
+
 /// All groups; the effective configuration.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -298,4 +306,6 @@ pub struct Groups {
     pub notifications: Notifications,
     pub compute: Compute,
     pub upgrade_levels: UpgradeLevels,
+    pub cinder: Cinder,
+    pub snapshot_engine: SnapshotEngine,
 }

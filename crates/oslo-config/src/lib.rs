@@ -35,6 +35,7 @@ mod secret;
 mod source;
 mod store;
 mod types;
+mod warnings;
 
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
@@ -43,8 +44,9 @@ pub use args::ConfigArgs;
 pub use discovery::{ConfigLocation, SearchRoots};
 pub use error::{ConfigError, Origin};
 pub use groups::Groups;
-pub use sample::{reference_tables, sample_config};
+pub use sample::{reference_tables, sample_config, REGENERATE};
 pub use secret::{Secret, TransportUrl, MASK};
+pub use warnings::ConfigWarning;
 
 use interpolate::Environment;
 use source::OsloSource;
@@ -57,6 +59,7 @@ use store::Store;
 pub struct Config {
     groups: Groups,
     files: Vec<PathBuf>,
+    warnings: Vec<ConfigWarning>,
 }
 
 impl Deref for Config {
@@ -93,7 +96,8 @@ impl Config {
         }
         let env = Environment { hostname: hostname(), program: program.to_owned() };
         let groups = OsloSource::resolve(&store, &env)?.into_groups()?;
-        Ok(Self { groups, files })
+        let warnings = warnings::collect(&store);
+        Ok(Self { groups, files, warnings })
     }
 
     /// The typed groups.
@@ -104,6 +108,23 @@ impl Config {
     /// The files that were read, in order.
     pub fn files(&self) -> &[PathBuf] {
         &self.files
+    }
+
+    /// What to warn about once at start-up: ignored options the files set,
+    /// and deprecated spellings they use. Each names the file and line.
+    pub fn warnings(&self) -> &[ConfigWarning] {
+        &self.warnings
+    }
+
+    /// The accepted-and-ignored options the files set, as (group, name).
+    pub fn ignored_options_set(&self) -> Vec<(&'static str, &'static str)> {
+        self.warnings
+            .iter()
+            .filter_map(|w| match w {
+                ConfigWarning::Ignored { group, name, .. } => Some((*group, *name)),
+                ConfigWarning::DeprecatedName { .. } => None,
+            })
+            .collect()
     }
 
     /// The effective configuration as pretty JSON, secrets as `***`.

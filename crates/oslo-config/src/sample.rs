@@ -1,10 +1,17 @@
 //! The sample `etc/nova/nova.conf` and the option tables of
 //! `docs/configuration.md`, generated from the registry so they list exactly
-//! the options the service reads, with the real defaults.
+//! the options the service parses, with the real defaults and what each is
+//! to this service (nova's, accepted and ignored, ours).
+//!
+//! Regenerate both with `UPDATE_SAMPLES=1 cargo test -p oslo-config --test
+//! samples`; without the variable that test fails when either is stale.
 
 use std::fmt::Write as _;
 
-use crate::options::{self, DefaultValue, Kind, OptSpec};
+use crate::options::{self, DefaultValue, Kind, OptSpec, Role};
+
+/// The command that rewrites the committed sample and reference.
+pub const REGENERATE: &str = "UPDATE_SAMPLES=1 cargo test -p oslo-config --test samples";
 
 /// Text of the sample nova.conf: every option commented out at its default.
 pub fn sample_config() -> String {
@@ -13,29 +20,46 @@ pub fn sample_config() -> String {
          #\n\
          # Generated from crates/oslo-config/src/options.rs by\n\
          # `UPDATE_SAMPLES=1 cargo test -p oslo-config --test samples`; do not edit by hand.\n\
-         # Every option the service reads is listed, commented out, at its default.\n\
-         # Options not listed here are ignored, so a full nova.conf works unchanged.\n",
+         # Every option the service parses is listed, commented out, at its default, with its kind:\n\
+         #   nova              does what nova documents for it;\n\
+         #   accepted, ignored parsed so a full nova.conf loads, no effect here (warned at start-up when set);\n\
+         #   ours              our own extension, only in [snapshot_engine].\n\
+         # Options not listed here are not read at all, so a full nova.conf works unchanged.\n",
     );
     for group in options::GROUPS {
         let _ = write!(out, "\n[{group}]\n");
+        if let Some(note) = group_note(group) {
+            let _ = writeln!(out, "# {note}");
+        }
         for spec in options::in_group(group) {
-            let _ = write!(out, "\n# {} ({}){}\n", spec.help, type_name(spec), flags(spec));
+            let _ = write!(out, "\n# {} ({}; {}){}\n", spec.help, type_name(spec), spec.role.label(), flags(spec));
             let _ = writeln!(out, "#{} = {}", spec.name, default_text(spec));
         }
     }
     out
 }
 
+/// A line under a group's header, for the groups that are not nova's.
+fn group_note(group: &str) -> Option<&'static str> {
+    let ours = options::in_group(group).all(|o| o.role == Role::Extension);
+    ours.then_some("Ours, not nova's: options of this service's snapshot engine.")
+}
+
 /// Markdown tables, one per group, for the configuration reference.
 pub fn reference_tables() -> String {
     let mut out = String::new();
     for group in options::GROUPS {
-        let _ = write!(out, "\n### [{group}]\n\n| option | type | default | description |\n|---|---|---|---|\n");
+        let _ = write!(out, "\n### [{group}]\n\n");
+        if let Some(note) = group_note(group) {
+            let _ = write!(out, "{note}\n\n");
+        }
+        let _ = write!(out, "| option | kind | type | default | description |\n|---|---|---|---|---|\n");
         for spec in options::in_group(group) {
             let _ = writeln!(
                 out,
-                "| `{}` | {} | `{}` | {}{} |",
+                "| `{}` | {} | {} | `{}` | {}{} |",
                 spec.name,
+                spec.role.label(),
                 type_name(spec),
                 default_text(spec),
                 spec.help.replace('|', "\\|"),

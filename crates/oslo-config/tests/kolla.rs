@@ -83,5 +83,5 @@ fn no_secret_in_debug_or_dump() {
         "rabbit://openstack:***@192.0.2.10:5672,openstack:***@192.0.2.11:5672//"
     );
     assert_eq!(json["service_user"]["password"], "***");
-    assert_eq!(json["libvirt"]["live_snapshot_strategy"], "backup");
+    assert_eq!(json["snapshot_engine"]["live_strategy"], "backup");
 }

@@ -15,7 +15,8 @@ fn sample_nova_conf_is_current() {
     if std::env::var_os("UPDATE_SAMPLES").is_some() {
         std::fs::write(&path, &want).unwrap();
     }
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), want, "run with UPDATE_SAMPLES=1");
+    let have = std::fs::read_to_string(&path).unwrap();
+    assert!(have == want, "etc/nova/nova.conf is stale: regenerate it with `{}`", oslo_config::REGENERATE);
 }
 
 #[test]
@@ -59,8 +60,5 @@ fn reference_tables_are_in_the_docs() {
         std::fs::write(&path, format!("{}{tables}", &doc[..start])).unwrap();
         return;
     }
-    assert!(
-        doc.ends_with(&tables),
-        "docs/configuration.md is stale (UPDATE_SAMPLES=1 cargo test -p oslo-config --test samples)"
-    );
+    assert!(doc.ends_with(&tables), "docs/configuration.md is stale: regenerate it with `{}`", oslo_config::REGENERATE);
 }

@@ -3,7 +3,6 @@
 mod common;
 
 use common::{error, load};
-use oslo_config::groups::{LiveSnapshotStrategy, SnapshotImageFormat};
 
 #[test]
 fn defaults_are_novas() {
@@ -21,7 +20,7 @@ fn defaults_are_novas() {
     assert_eq!(cfg.libvirt.connection_uri, "");
     assert_eq!(cfg.libvirt.effective_uri(), "qemu:///system");
     assert_eq!(cfg.libvirt.snapshot_image_format, None);
-    assert_eq!(cfg.libvirt.live_snapshot_strategy, LiveSnapshotStrategy::Backup);
+    assert_eq!(cfg.snapshot_engine.live_strategy, "backup");
     assert_eq!(cfg.libvirt.images_rbd_pool, "rbd");
     assert_eq!(cfg.glance.num_retries, 3);
     assert_eq!(cfg.glance.service_type, "image");
@@ -71,7 +70,7 @@ fn integer_minimum_enforced() {
 #[test]
 fn choices_are_enforced_case_sensitively() {
     let cfg = load("[libvirt]\nsnapshot_image_format = qcow2\n").unwrap();
-    assert_eq!(cfg.libvirt.snapshot_image_format, Some(SnapshotImageFormat::Qcow2));
+    assert_eq!(cfg.libvirt.snapshot_image_format.as_deref(), Some("qcow2"));
     assert_eq!(
         error("[libvirt]\nsnapshot_image_format = QCOW2\n"),
         "F:2: [libvirt] snapshot_image_format: invalid value \"QCOW2\", valid values are: raw, qcow2, vmdk, vdi"
