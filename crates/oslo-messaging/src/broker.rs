@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use error_chain::Chain;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -21,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::codec::Outgoing;
-use crate::connection::{error_chain, Connector};
+use crate::connection::Connector;
 use crate::error::Error;
 use crate::options::RabbitOptions;
 use crate::topology::{self, ArgValue, ExchangeSpec, QueueSpec};
@@ -222,7 +223,7 @@ impl Inner {
         let subs: Vec<Arc<Subscription>> = self.lock_subscriptions().clone();
         for sub in subs {
             if let Err(e) = sub.start_on(self, session).await {
-                error!(queues = %sub.queue_names(), error = %error_chain(&e), "failed to re-declare consumer after reconnect");
+                error!(queues = %sub.queue_names(), error = %Chain(&e), "failed to re-declare consumer after reconnect");
             }
         }
     }
@@ -237,7 +238,7 @@ impl Inner {
                     if Instant::now() >= deadline {
                         return Err(e);
                     }
-                    warn!(error = %error_chain(&e), "publish failed on a broken connection; retrying");
+                    warn!(error = %Chain(&e), "publish failed on a broken connection; retrying");
                     if !session.is_alive() {
                         session.mark_lost();
                     }
@@ -322,7 +323,7 @@ async fn reconnect(inner: &Arc<Inner>, shutdown: &mut watch::Receiver<bool>) -> 
             Ok(s) => return Some(s),
             Err(e) => {
                 let delay = inner.options().retry_delay(attempt);
-                error!(error = %error_chain(&e), retry_in_secs = delay.as_secs(), "AMQP server is unreachable; trying again");
+                error!(error = %Chain(&e), retry_in_secs = delay.as_secs(), "AMQP server is unreachable; trying again");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.wait_for(|s| *s) => return None,
@@ -715,7 +716,7 @@ async fn resubscribe_loop(weak: Weak<Inner>, sub: Arc<Subscription>, queue: Stri
         let Some(session) = inner.current().filter(|s| s.is_alive()) else { return };
         match sub.start_on(&inner, &session).await {
             Ok(()) => return,
-            Err(e) => error!(queue, error = %error_chain(&e), "re-subscribing failed"),
+            Err(e) => error!(queue, error = %Chain(&e), "re-subscribing failed"),
         }
         attempt = attempt.saturating_add(1);
     }

@@ -1,6 +1,6 @@
 //! Opening one AMQP connection to one broker of the transport URL: the URI
-//! lapin needs (credentials, vhost, heartbeat, login method), TLS from the
-//! `ssl_*` options, the socket options py-amqp and oslo set on the broker
+//! lapin needs (credentials, vhost, heartbeat, login method), TLS (the
+//! [`crate::tls`] configuration), the socket options py-amqp and oslo set on the broker
 //! socket (`TCP_USER_TIMEOUT`, keepalive, `TCP_NODELAY`), oslo's
 //! `connection_name`, and host failover order.
 
@@ -8,13 +8,16 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use lapin::tcp::{AMQPUriTcpExt, AsyncTcpStream, OwnedIdentity, OwnedTLSConfig, TLSConfig};
+use lapin::tcp::{AMQPUriTcpExt, AsyncTcpStream, RustlsConnector, TLSConfig};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo, SASLMechanism};
 use lapin::{Connection, ConnectionProperties};
 use tracing::{error, info};
 
+use error_chain::Chain;
+
 use crate::error::Error;
 use crate::options::RabbitOptions;
+use crate::tls;
 use crate::url::{TransportHost, TransportUrl};
 
 /// How long one connection attempt to one host may take.
@@ -55,7 +58,7 @@ pub(crate) struct Connector {
     hosts: Vec<TransportHost>,
     vhost: String,
     options: RabbitOptions,
-    tls: Option<OwnedTLSConfig>,
+    tls: Option<RustlsConnector>,
     cursor: AtomicUsize,
     connection_id: String,
 }
@@ -64,7 +67,7 @@ impl Connector {
     pub fn new(url: &TransportUrl, options: &RabbitOptions) -> Result<Self, Error> {
         options.validate()?;
         let ssl = options.ssl || url.ssl_requested();
-        let tls = if ssl { Some(tls_config(options)?) } else { None };
+        let tls = if ssl { Some(RustlsConnector::from(tls::client_config(options)?)) } else { None };
         let mut hosts = url.hosts.clone();
         // oslo shuffles the hosts once, then fails over round-robin.
         shuffle(&mut hosts);
@@ -90,7 +93,7 @@ impl Connector {
                     return Ok((conn, label));
                 }
                 Err(e) => {
-                    error!(connection_id = %self.connection_id, broker = %label, error = %error_chain(&e), "AMQP server is unreachable");
+                    error!(connection_id = %self.connection_id, broker = %label, error = %Chain(&e), "AMQP server is unreachable");
                     last = Some(e);
                 }
             }
@@ -111,7 +114,7 @@ impl Connector {
         let uri = self.uri(host);
         let props = ConnectionProperties::default().with_connection_name(connection_name(&self.connection_id).into());
         let runtime = lapin::runtime::default_runtime().map_err(|e| Error::connection("start lapin runtime", e))?;
-        let tls = self.tls.clone().unwrap_or_default();
+        let tls = self.tls.clone();
         let user_timeout_ms = tcp_user_timeout_ms(&self.options);
         // lapin's own connector gives no access to the socket: connect plain,
         // tune the socket, then upgrade to TLS ourselves. lapin calls this
@@ -126,9 +129,11 @@ impl Connector {
                 if let AsyncTcpStream::Plain(s) = &stream {
                     tune_socket(s.get_ref(), user_timeout_ms)?;
                 }
-                match uri.scheme {
-                    AMQPScheme::AMQPS => Ok(stream.into_tls(&uri.authority.host, tls.as_ref()).await?),
-                    AMQPScheme::AMQP => Ok(stream),
+                match (uri.scheme, &tls) {
+                    (AMQPScheme::AMQPS, Some(connector)) => {
+                        Ok(stream.into_rustls(connector, &uri.authority.host).await?)
+                    }
+                    _ => Ok(stream),
                 }
             },
             props,
@@ -176,26 +181,6 @@ fn connection_name(connection_id: &str) -> String {
     format!("{base}:{}:{connection_id}", std::process::id())
 }
 
-fn tls_config(o: &RabbitOptions) -> Result<OwnedTLSConfig, Error> {
-    let read = |option: &'static str, path: &str| {
-        std::fs::read(path).map_err(|source| Error::TlsFile { option, path: path.to_owned(), source })
-    };
-    let cert_chain = if o.ssl_ca_file.is_empty() {
-        None
-    } else {
-        Some(String::from_utf8_lossy(&read("ssl_ca_file", &o.ssl_ca_file)?).into_owned())
-    };
-    let identity = match (o.ssl_cert_file.is_empty(), o.ssl_key_file.is_empty()) {
-        (false, false) => Some(OwnedIdentity::PKCS8 {
-            pem: read("ssl_cert_file", &o.ssl_cert_file)?,
-            key: read("ssl_key_file", &o.ssl_key_file)?,
-        }),
-        (true, true) => None,
-        _ => return Err(Error::Config("ssl_cert_file and ssl_key_file must be set together".into())),
-    };
-    Ok(OwnedTLSConfig { identity, cert_chain })
-}
-
 fn random_index(len: usize) -> usize {
     let r = u128::from_le_bytes(*uuid::Uuid::new_v4().as_bytes());
     (r % len.max(1) as u128) as usize
@@ -205,18 +190,6 @@ fn shuffle<T>(items: &mut [T]) {
     for i in (1..items.len()).rev() {
         items.swap(i, random_index(i + 1));
     }
-}
-
-/// `error: cause: cause` for log lines.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -31,6 +31,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The `ssl_*` options cannot make a TLS configuration (a file that is not
+    /// PEM, a key that does not fit its certificate).
+    #[error("cannot set up TLS: {what}")]
+    Tls {
+        /// The option and file, or the part of the set-up that failed.
+        what: String,
+        /// rustls' or the PEM parser's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// No broker of the transport URL accepted a connection, or the
     /// connection was lost in the middle of an operation. Retryable.
     #[error("AMQP connection failed during {op}")]

@@ -35,6 +35,7 @@ mod options;
 mod remote_error;
 mod rpc;
 mod target;
+mod tls;
 mod topology;
 mod transport;
 mod url;

@@ -14,8 +14,14 @@ use crate::error::Error;
 pub struct RabbitOptions {
     /// `ssl`: connect over TLS.
     pub ssl: bool,
-    /// `ssl_ca_file`: PEM bundle used to verify the broker.
+    /// `ssl_ca_file`: PEM bundle used to verify the broker; when set it is the
+    /// only trust anchor (else the system's roots are used).
     pub ssl_ca_file: String,
+    /// `ssl_enforce_hostname_verification` (default true, deprecated for
+    /// removal in oslo): with `ssl_ca_file`, whether the broker's certificate
+    /// must also name the host of the transport URL. The chain is verified
+    /// either way; without `ssl_ca_file` the name is never checked (as oslo).
+    pub ssl_enforce_hostname_verification: bool,
     /// `ssl_cert_file`: client certificate (PEM).
     pub ssl_cert_file: String,
     /// `ssl_key_file`: client private key (PEM, PKCS#8 or RSA).
@@ -85,6 +91,7 @@ impl Default for RabbitOptions {
         Self {
             ssl: false,
             ssl_ca_file: String::new(),
+            ssl_enforce_hostname_verification: true,
             ssl_cert_file: String::new(),
             ssl_key_file: String::new(),
             ssl_version: String::new(),

@@ -4,6 +4,7 @@
 //! TLS: one-way TLS (`ssl_ca_file`), mutual TLS (`ssl_cert_file` /
 //! `ssl_key_file`, the broker sees the client certificate), a broker signed
 //! by an unknown CA (a prompt, bounded error naming the certificate problem),
+//! `ssl_enforce_hostname_verification` (name checked or not, chain always),
 //! and unreadable files (configuration errors before any connection).
 
 mod common;
@@ -186,7 +187,7 @@ async fn broker_signed_by_another_ca_is_a_prompt_certificate_error() {
             panic!("a broker certificate from an unknown CA was accepted");
         }
     };
-    let chain = error_chain(&err);
+    let chain = error_chain::error_chain(&err);
     eprintln!("wrong CA: {chain} (after {elapsed:?})");
     assert!(matches!(err, Error::Connection { .. }), "{err:?}");
     assert!(
@@ -194,6 +195,65 @@ async fn broker_signed_by_another_ca_is_a_prompt_certificate_error() {
         "the error names the certificate problem: {chain}"
     );
     assert!(elapsed < Duration::from_secs(5), "bounded: two handshakes, no retry loop ({elapsed:?})");
+}
+
+/// A plain TCP forwarder from 127.0.0.2:<ephemeral> to the broker's TLS
+/// listener: the broker's certificate (SAN localhost, 127.0.0.1) does not
+/// name 127.0.0.2, its chain is still the stack CA's.
+async fn forwarder_to_tls_listener() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.expect("bind 127.0.0.2");
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut broker) = tokio::net::TcpStream::connect("127.0.0.1:5671").await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// `ssl_enforce_hostname_verification` as oslo applies it: with
+/// `ssl_ca_file` and the option on (the default) a broker certificate that
+/// does not name the URL's host is refused; with it off the same broker is
+/// accepted, its chain verified against `ssl_ca_file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostname_verification_follows_ssl_enforce_hostname_verification() {
+    init_logs();
+    stack_rabbitmq_up();
+    let _lock = broker_shared();
+    let _serial = SERIAL.lock().await;
+    let port = forwarder_to_tls_listener().await;
+    let url = TransportUrl::parse(&format!("rabbit://guest:guest@127.0.0.2:{port}/")).unwrap();
+
+    let enforced = tls_options(false);
+    assert!(enforced.ssl_enforce_hostname_verification, "oslo's default is true");
+    let err = match Transport::connect(&url, enforced, "test").await {
+        Err(e) => e,
+        Ok(t) => {
+            t.close().await;
+            panic!("a broker certificate without 127.0.0.2 was accepted with hostname verification on");
+        }
+    };
+    let chain = error_chain::error_chain(&err);
+    eprintln!("hostname enforced: {chain}");
+    assert!(chain.contains("not valid for name"), "the error names the hostname problem: {chain}");
+
+    let relaxed = RabbitOptions { ssl_enforce_hostname_verification: false, ..tls_options(false) };
+    let transport = Transport::connect(&url, relaxed, "test").await.expect("chain verified, name not checked");
+    assert!(transport.is_connected());
+    transport.close().await;
+
+    // Off, but a CA that did not sign the broker: the chain is still refused.
+    let other_ca = RabbitOptions {
+        ssl_enforce_hostname_verification: false,
+        ssl_ca_file: pki("other-ca.pem"),
+        ..tls_options(false)
+    };
+    let err = Transport::connect(&url, other_ca, "test").await.expect_err("unknown CA refused");
+    assert!(error_chain::error_chain(&err).contains("UnknownIssuer"), "{}", error_chain::error_chain(&err));
 }
 
 /// Unreadable `ssl_*` files are configuration errors naming the option and
@@ -216,15 +276,4 @@ async fn missing_tls_files_are_configuration_errors() {
     let missing_key = RabbitOptions { ssl_key_file: "/nonexistent/client.key".into(), ..tls_options(true) };
     let e = Transport::connect(&url, missing_key, "test").await.expect_err("missing key file refused");
     assert!(e.to_string().contains("ssl_key_file") && e.to_string().contains("/nonexistent/client.key"), "{e}");
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
 }

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use error_chain::Chain;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -17,7 +18,6 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::broker::{Incoming, Subscription};
 use crate::codec::{self, new_id, Reply, Request};
-use crate::connection::error_chain;
 use crate::error::Error;
 use crate::remote_error::RemoteError;
 use crate::rpc::dispatcher::Dispatcher;
@@ -130,7 +130,7 @@ impl RpcServer {
         }
         for q in &self.fanout_queues {
             if let Err(e) = self.shared.transport.delete_queue(q).await {
-                debug!(queue = q, error = %error_chain(&e), "fanout queue not deleted");
+                debug!(queue = q, error = %Chain(&e), "fanout queue not deleted");
             }
         }
     }
@@ -292,7 +292,7 @@ fn start_heartbeat(shared: &Shared, request: &Request) -> Option<JoinHandle<()>>
                     unique_id: Some(new_id()),
                 };
                 if let Err(e) = send_reply_message(&transport, &reply_q, &msg_id, &reply).await {
-                    debug!(error = %error_chain(&e), "call-monitor heartbeat failed");
+                    debug!(error = %Chain(&e), "call-monitor heartbeat failed");
                     return;
                 }
             }
@@ -318,7 +318,7 @@ async fn send_final_reply(shared: &Shared, msg_id: &str, reply_q: &str, result: 
     };
     let reply = Reply { result, failure, ending: true, msg_id: Some(msg_id.to_owned()), unique_id: Some(new_id()) };
     if let Err(e) = send_reply_message(&shared.transport, reply_q, msg_id, &reply).await {
-        error!(reply_queue = reply_q, error = %error_chain(&e), "failed to send reply");
+        error!(reply_queue = reply_q, error = %Chain(&e), "failed to send reply");
     }
 }
 
