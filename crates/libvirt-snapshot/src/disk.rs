@@ -16,7 +16,12 @@ pub enum DiskSource {
     /// `<disk type='block'><source dev=…>` (LVM, iSCSI LUNs…).
     Block(PathBuf),
     /// `<disk type='network'><source protocol=… name=…>` (rbd: `pool/image`).
-    Network { protocol: String, name: String },
+    Network {
+        /// libvirt's `protocol` (`rbd`, `nbd`, `iscsi`, ...).
+        protocol: String,
+        /// The protocol's volume name (rbd: `pool/image`).
+        name: String,
+    },
 }
 
 /// The instance's root disk, as nova's `find_disk` sees it: the first
@@ -25,6 +30,7 @@ pub enum DiskSource {
 pub struct RootDisk {
     /// The guest target (`vda`): what block jobs and events name.
     pub target: String,
+    /// Where its bytes live.
     pub source: DiskSource,
     /// The driver `type` (`qcow2`, `raw`).
     pub format: DiskFormat,
@@ -99,8 +105,11 @@ impl RootDisk {
 /// One layer of a chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainLayer {
+    /// The image file.
     pub path: PathBuf,
+    /// Its format, as qemu-img reports it.
     pub format: DiskFormat,
+    /// Bytes the guest sees through this layer.
     pub virtual_size: u64,
     /// Bytes allocated on the host.
     pub actual_size: u64,
@@ -109,6 +118,7 @@ pub struct ChainLayer {
 /// The root disk's image and every backing file below it, top first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackingChain {
+    /// The layers, the disk's own image first (never empty).
     pub layers: Vec<ChainLayer>,
 }
 
@@ -135,6 +145,7 @@ impl BackingChain {
         Ok(BackingChain { layers })
     }
 
+    /// The disk's own image (the top of the chain).
     pub fn top(&self) -> &ChainLayer {
         &self.layers[0]
     }

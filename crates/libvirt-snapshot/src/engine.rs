@@ -48,15 +48,21 @@ pub struct SnapshotImage {
 }
 
 impl SnapshotImage {
+    /// The image file (what an upload reads).
     pub fn path(&self) -> &std::path::Path {
         &self.path
     }
+
+    /// Its format (Glance's `disk_format`).
     pub fn format(&self) -> ImageFormat {
         self.format
     }
+
+    /// Bytes the guest saw: the root disk's virtual size.
     pub fn virtual_size(&self) -> u64 {
         self.virtual_size
     }
+
     /// Bytes of the file (what an upload sends).
     pub fn size(&self) -> Result<u64, SnapshotError> {
         std::fs::metadata(&self.path).map(|m| m.len()).map_err(|e| SnapshotError::io("stat snapshot image", e))
@@ -77,13 +83,19 @@ impl Drop for SnapshotImage {
 /// How a snapshot was taken (without its output).
 #[derive(Debug, Clone)]
 pub struct SnapshotSummary {
+    /// The strategy that took it.
     pub strategy: SnapshotStrategy,
+    /// The format the sink was asked to write.
     pub format: ImageFormat,
+    /// Bytes the guest saw: the root disk's virtual size.
     pub virtual_size: u64,
     /// The freeze window, when the guest was quiesced.
     pub quiesce: Option<QuiesceWindow>,
+    /// The root disk it copied.
     pub disk: RootDisk,
+    /// The domain's state when the snapshot started (it decided live vs. cold).
     pub domain_state: DomainState,
+    /// From the request to the written image.
     pub elapsed: Duration,
 }
 
@@ -98,12 +110,17 @@ struct Taken<O> {
 /// What a snapshot produced and how.
 #[derive(Debug)]
 pub struct SnapshotOutcome {
+    /// The standalone image (removed, with its directory, when dropped).
     pub image: SnapshotImage,
+    /// The strategy that took it.
     pub strategy: SnapshotStrategy,
     /// The freeze window, when the guest was quiesced.
     pub quiesce: Option<QuiesceWindow>,
+    /// The root disk it copied.
     pub disk: RootDisk,
+    /// The domain's state when the snapshot started (it decided live vs. cold).
     pub domain_state: DomainState,
+    /// From the request to the written image.
     pub elapsed: Duration,
 }
 
@@ -144,14 +161,17 @@ impl SnapshotEngine {
         blocking("connect", move || Self::open(cfg).map(Arc::new)).await
     }
 
+    /// The libvirt connection (blocking calls: versions, jobs, states).
     pub fn hypervisor(&self) -> &Hypervisor {
         &self.hv
     }
 
+    /// The configuration the engine was opened with.
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
     }
 
+    /// The crash journal of snapshots in flight.
     pub fn journal(&self) -> &Journal {
         &self.journal
     }

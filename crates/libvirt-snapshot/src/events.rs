@@ -17,11 +17,17 @@ use crate::error::SnapshotError;
 /// libvirt's `virDomainBlockJobType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockJobType {
+    /// `VIR_DOMAIN_BLOCK_JOB_TYPE_PULL` (block stream).
     Pull,
+    /// `VIR_DOMAIN_BLOCK_JOB_TYPE_COPY`: a block copy (the `mirror` strategy's job).
     Copy,
+    /// `VIR_DOMAIN_BLOCK_JOB_TYPE_COMMIT`.
     Commit,
+    /// `VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT`.
     ActiveCommit,
+    /// `VIR_DOMAIN_BLOCK_JOB_TYPE_BACKUP`: a disk of a backup job (the `backup` strategy).
     Backup,
+    /// A value this engine does not know.
     Unknown(i32),
 }
 
@@ -41,10 +47,15 @@ impl BlockJobType {
 /// libvirt's `virConnectDomainEventBlockJobStatus`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockJobStatus {
+    /// `VIR_DOMAIN_BLOCK_JOB_COMPLETED`.
     Completed,
+    /// `VIR_DOMAIN_BLOCK_JOB_FAILED`.
     Failed,
+    /// `VIR_DOMAIN_BLOCK_JOB_CANCELED` (aborted).
     Canceled,
+    /// `VIR_DOMAIN_BLOCK_JOB_READY`: a copy is in sync and can be aborted or pivoted.
     Ready,
+    /// A value this engine does not know.
     Unknown(i32),
 }
 
@@ -68,22 +79,39 @@ pub const JOB_OPERATION_BACKUP: i32 = 9;
 pub struct JobCompleted {
     /// `virDomainJobOperation` (9 = backup).
     pub operation: Option<i32>,
+    /// `success`: whether the job succeeded.
     pub success: Option<bool>,
+    /// `errmsg`: libvirt's text when it failed.
     pub error: Option<String>,
+    /// `disk_total`: bytes to copy.
     pub disk_total: Option<u64>,
+    /// `disk_processed`: bytes copied.
     pub disk_processed: Option<u64>,
+    /// `time_elapsed`, in milliseconds.
     pub time_elapsed_ms: Option<u64>,
 }
 
 /// An event about one domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DomainEvent {
-    /// `VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2` (disk = target name, e.g. `vda`).
-    BlockJob { disk: String, job_type: BlockJobType, status: BlockJobStatus },
+    /// `VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2`.
+    BlockJob {
+        /// The disk's target name (`vda`).
+        disk: String,
+        /// The job's type.
+        job_type: BlockJobType,
+        /// What happened to it.
+        status: BlockJobStatus,
+    },
     /// `VIR_DOMAIN_EVENT_ID_JOB_COMPLETED`.
     JobCompleted(JobCompleted),
-    /// `VIR_DOMAIN_EVENT_ID_LIFECYCLE` (`virDomainEventType`, detail).
-    Lifecycle { event: i32, detail: i32 },
+    /// `VIR_DOMAIN_EVENT_ID_LIFECYCLE`.
+    Lifecycle {
+        /// `virDomainEventType` (5 = stopped).
+        event: i32,
+        /// The type's detail (`virDomainEventStoppedDetailType`, ...).
+        detail: i32,
+    },
 }
 
 /// `VIR_DOMAIN_EVENT_STOPPED`: the domain went away under a running job.

@@ -72,7 +72,9 @@ fn credential_name(kind: c_int) -> &'static str {
 /// asked for that no auth.conf held (empty when it never asked).
 #[derive(Debug)]
 pub struct OpenAuthError {
+    /// libvirt's error for the failed open.
     pub error: Error,
+    /// The credentials libvirt asked the callback for (none: it never asked).
     pub requested: Vec<RequestedCredential>,
 }
 
@@ -81,6 +83,11 @@ pub struct OpenAuthError {
 /// missing. None missing: accept (0). Any missing: record them and refuse
 /// (-1), so the open fails with VIR_ERR_AUTH_FAILED at once; nothing is ever
 /// prompted for.
+///
+/// # Safety
+/// Only libvirt calls it, as the `virConnectAuth` callback of [`open_auth`]:
+/// `cred` points to `ncred` initialised credentials and `cbdata` is that
+/// call's `&mut Vec<RequestedCredential>`, both valid until it returns.
 unsafe extern "C" fn refuse_missing_credentials(
     cred: sys::virConnectCredentialPtr,
     ncred: c_uint,
@@ -268,10 +275,13 @@ pub fn block_copy(
 /// What `virDomainGetBlockJobInfo` reports for a disk's current job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockJobInfo {
+    /// The job's type.
     pub job_type: BlockJobType,
     /// Bytes per second (`VIR_DOMAIN_BLOCK_JOB_INFO_BANDWIDTH_BYTES`).
     pub bandwidth: u64,
+    /// Progress so far, in the job's units (bytes for a copy).
     pub cur: u64,
+    /// Where `cur` ends (it may grow while the guest writes).
     pub end: u64,
 }
 
@@ -420,6 +430,12 @@ fn no_unwind(what: &str, f: impl FnOnce()) {
     }
 }
 
+/// `VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2` callback: forwards the event to its domain's subscribers.
+///
+/// # Safety
+/// Only libvirt calls it (registered by [`register_event`]): `dom` is a
+/// domain valid for the call, `disk` NULL or a NUL-terminated string valid
+/// for the call.
 unsafe extern "C" fn on_block_job(
     _conn: sys::virConnectPtr,
     dom: sys::virDomainPtr,
@@ -505,6 +521,11 @@ pub fn job_stats(dom: &Domain, completed: bool) -> Result<(i32, JobCompleted), E
     Ok((job_type, stats))
 }
 
+/// `VIR_DOMAIN_EVENT_ID_JOB_COMPLETED` callback: forwards the job's statistics.
+///
+/// # Safety
+/// Only libvirt calls it (registered by [`register_event`]): `dom` is a
+/// domain and `params` holds `nparams` initialised parameters, all valid for the call.
 unsafe extern "C" fn on_job_completed(
     _conn: sys::virConnectPtr,
     dom: sys::virDomainPtr,
@@ -523,6 +544,11 @@ unsafe extern "C" fn on_job_completed(
     });
 }
 
+/// `VIR_DOMAIN_EVENT_ID_LIFECYCLE` callback: forwards the event.
+///
+/// # Safety
+/// Only libvirt calls it (registered by [`register_event`]): `dom` is a
+/// domain valid for the call.
 unsafe extern "C" fn on_lifecycle(
     _conn: sys::virConnectPtr,
     dom: sys::virDomainPtr,
@@ -608,6 +634,12 @@ pub fn deregister_event(conn: &Connect, id: CallbackId) -> Result<(), Error> {
     Ok(())
 }
 
+/// The connection-close callback: sets the flag of [`register_close_flag`].
+///
+/// # Safety
+/// Only libvirt calls it, with the `opaque` given to
+/// `virConnectRegisterCloseCallback` (a boxed `Arc<AtomicBool>` that lives
+/// until [`free_close_flag`]).
 unsafe extern "C" fn on_close(_conn: sys::virConnectPtr, reason: c_int, opaque: *mut c_void) {
     no_unwind("close", || {
         // SAFETY: `opaque` is the `Arc<AtomicBool>` boxed in
@@ -618,6 +650,11 @@ unsafe extern "C" fn on_close(_conn: sys::virConnectPtr, reason: c_int, opaque: 
     });
 }
 
+/// Frees the close callback's flag.
+///
+/// # Safety
+/// Only libvirt calls it, once, with the `opaque` leaked by
+/// [`register_close_flag`]; nothing uses that pointer afterwards.
 unsafe extern "C" fn free_close_flag(opaque: *mut c_void) {
     // SAFETY: `opaque` is the Box leaked in `register_close_flag`; libvirt
     // calls this exactly once when the callback is unregistered or the

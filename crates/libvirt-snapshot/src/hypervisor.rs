@@ -20,8 +20,9 @@ use crate::ffi::{self, CallbackId, EventKind};
 /// keepalive: a probe every 5 s, the connection is dead after 3 unanswered
 /// (libvirt closes it about `interval * (count + 1)` = 20 s after the peer
 /// fell silent; measured on the stack with a SIGSTOPped libvirtd: see
-/// docs/snapshot-engine.md).
+/// docs/snapshot-engine.md). Seconds between probes.
 pub const KEEPALIVE_INTERVAL_S: i32 = 5;
+/// keepalive: unanswered probes after which libvirt closes the connection.
 pub const KEEPALIVE_COUNT: u32 = 3;
 
 /// An open connection to libvirtd that re-opens itself when it dies.
@@ -89,10 +90,13 @@ impl Drop for Session {
 /// and capability checks (the backup API needs libvirt >= 7.2 and QEMU >= 4.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostVersions {
+    /// libvirt's library version (`virConnectGetLibVersion`).
     pub libvirt: Version,
+    /// The hypervisor's version (`virConnectGetVersion`: QEMU's).
     pub hypervisor: Version,
     /// `QEMU` for the qemu driver (`TEST` for the test driver), as `virConnectGetType` reports it.
     pub hypervisor_type: String,
+    /// The host's name as libvirt reports it (`virConnectGetHostname`).
     pub hostname: String,
 }
 
@@ -192,6 +196,7 @@ impl Hypervisor {
         Ok(Hypervisor { uri: uri.to_owned(), session: Mutex::new(Arc::new(session)) })
     }
 
+    /// The URI the connection was opened with (and re-opens with).
     pub fn uri(&self) -> &str {
         &self.uri
     }
@@ -226,6 +231,7 @@ impl Hypervisor {
         self.connection()?.lookup_domain_by_uuid_string(uuid).map_err(|e| SnapshotError::for_domain("lookup", uuid, e))
     }
 
+    /// The versions of libvirt and QEMU and the host's name (blocking).
     pub fn versions(&self) -> Result<HostVersions, SnapshotError> {
         let conn = self.connection()?;
         let libvirt = conn.lib_version().map_err(|e| SnapshotError::libvirt("lib_version", e))?;

@@ -18,30 +18,49 @@ use crate::error::SnapshotError;
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
     /// A private temp directory (and everything in it) to remove.
-    TempDir { path: PathBuf },
+    TempDir {
+        /// The directory.
+        path: PathBuf,
+    },
     /// A filesystem freeze was (about to be) requested: thaw.
     Quiesce,
     /// We paused the guest's vCPUs: resume.
     Paused,
     /// A push-mode backup job writing `target`: abort it if still running.
-    BackupJob { target: PathBuf },
+    BackupJob {
+        /// The backup's target file (ours: under the temp directory).
+        target: PathBuf,
+    },
     /// A block copy into `dest` on disk `disk`: abort it (never pivot).
-    MirrorJob { disk: String, dest: PathBuf },
+    MirrorJob {
+        /// The disk's target name (`vda`).
+        disk: String,
+        /// The copy's destination file (ours: under the temp directory).
+        dest: PathBuf,
+    },
     /// The persistent definition as it was (inactive, secure XML): define it
     /// again if the domain is found transient.
-    PersistentDefinition { xml: String },
+    PersistentDefinition {
+        /// `virDomainGetXMLDesc(INACTIVE | SECURE)`.
+        xml: String,
+    },
 }
 
 /// The on-disk record of one snapshot in flight.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalRecord {
+    /// The record's id (its file is `<id>.json`).
     pub id: String,
     /// The process that wrote it, and that process's start time (clock
     /// ticks since boot), so a live owner is told apart from a reused pid.
     pub pid: u32,
+    /// Field 22 of `/proc/<pid>/stat` when the record was written.
     pub process_start: Option<u64>,
+    /// The instance (= domain) UUID.
     pub domain_uuid: String,
+    /// The strategy's name (`backup`, `mirror`, `cold`), for the logs.
     pub strategy: String,
+    /// What is still to be undone, in the order it was done.
     pub steps: Vec<Step>,
 }
 
@@ -90,6 +109,7 @@ impl Journal {
         Ok(Journal { dir })
     }
 
+    /// The journal directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -144,6 +164,7 @@ impl Journal {
 }
 
 impl JournalEntry {
+    /// The record as last written.
     pub fn record(&self) -> &JournalRecord {
         &self.record
     }

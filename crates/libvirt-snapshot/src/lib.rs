@@ -1,18 +1,28 @@
 //! The snapshot engine: a point-in-time copy of an instance's root disk.
 //!
-//! Owns: the small safe wrapper over the libvirt calls the `virt` crate lacks
-//! (`ffi`: block copy, block-job info and abort, backup begin, job abort, fs
-//! freeze and thaw, domain event callbacks) — the only place in the
-//! workspace allowed `unsafe`; the libvirt event loop and domain events;
-//! disk discovery from the domain XML; the snapshot strategies (`backup`,
-//! `mirror`, `cold`; later `rbd`); quiesce through qemu-guest-agent;
-//! `qemu-img`; temp space under `snapshots_directory`; the crash journal and
-//! start-up recovery.
+//! Owns, in the order a snapshot meets them: the connection to libvirtd
+//! (`hypervisor`: auth as nova opens it, keepalive, reconnects, host
+//! capabilities, libvirt's own [`DomainState`]); the small safe wrapper over
+//! the libvirt calls the `virt` crate lacks (`ffi`: block copy, block-job
+//! info and abort, backup begin, job abort, fs freeze and thaw, domain event
+//! callbacks) — the only place in the workspace allowed `unsafe`; the
+//! libvirt event loop and per-domain event subscriptions (`events`); disk
+//! discovery from the domain XML and the backing chain (`disk`, with the
+//! format enums of `format`); the choice and running of a snapshot strategy
+//! (`strategy`: `backup`, `mirror`, `cold`; later `rbd`); quiesce through
+//! qemu-guest-agent (`quiesce`); `qemu-img` (`qemu_img`); the output sinks,
+//! temp space under `snapshots_directory` and the free-space check
+//! (`output`); the crash journal and start-up recovery (`journal`,
+//! `recovery`); the engine's configuration and the nova.conf spellings of
+//! its values (`config`: `FromStr` of [`ImageFormat`] and [`LiveStrategy`]);
+//! and [`SnapshotEngine`], the entry point, whose async methods run every
+//! blocking libvirt call on a blocking thread so callers never need to.
 //!
-//! Must not know: RPC, nova-conductor, task states or Glance. It produces a
-//! point-in-time view of the disk and writes it through a sink (today a
-//! standalone image file), reporting progress; the caller decides where the
-//! image goes.
+//! Must not know: RPC, nova-conductor, task states, nova's power states or
+//! exception names, oslo.config, or Glance. It produces a point-in-time view
+//! of the disk and writes it through a sink (today a standalone image file),
+//! reporting progress; the caller decides where the image goes and how
+//! libvirt's states and the typed [`SnapshotError`]s map to nova's.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), libvirt_snapshot::SnapshotError> {

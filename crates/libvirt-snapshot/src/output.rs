@@ -27,7 +27,16 @@ use crate::qemu_img;
 pub enum DiskView {
     /// An image file that does not change while the view is held. It may
     /// have a backing chain (`standalone == false`); sinks read through it.
-    Image { path: PathBuf, format: DiskFormat, standalone: bool, virtual_size: u64 },
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// Its format.
+        format: DiskFormat,
+        /// It has no backing file (it can be adopted as the output).
+        standalone: bool,
+        /// Bytes the guest sees.
+        virtual_size: u64,
+    },
 }
 
 /// A caller-side cancellation flag, polled by every wait and copy loop.
@@ -35,12 +44,18 @@ pub enum DiskView {
 pub struct CancelToken(Arc<AtomicBool>);
 
 impl CancelToken {
+    /// A token not cancelled yet.
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Asks every holder to stop (seen at their next poll, within a
+    /// fraction of a second).
     pub fn cancel(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
+
+    /// Whether [`CancelToken::cancel`] was called on this token or a clone.
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
@@ -65,8 +80,11 @@ pub enum Phase {
 /// Bytes done out of total in a phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
+    /// The phase reporting.
     pub phase: Phase,
+    /// Bytes done so far.
     pub done: u64,
+    /// Bytes the phase handles (may grow during a copy while the guest writes).
     pub total: u64,
 }
 
@@ -77,6 +95,9 @@ pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 pub trait ImageSink {
     /// What the sink produced (a file path for [`FileSink`]).
     type Output;
+
+    /// Writes `view` (valid for the duration of the call), reporting
+    /// progress and polling `cancel`.
     fn write(
         &mut self,
         view: &DiskView,
@@ -87,7 +108,9 @@ pub trait ImageSink {
 
 /// Writes a standalone image file (never with a backing file).
 pub struct FileSink {
+    /// The image file to write.
     pub path: PathBuf,
+    /// Its format (`snapshot_image_format`, or the source's).
     pub format: ImageFormat,
     /// `[libvirt] snapshot_compression` (qcow2 only).
     pub compress: bool,

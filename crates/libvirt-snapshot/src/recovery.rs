@@ -23,39 +23,61 @@ use crate::{Hypervisor, SnapshotError};
 /// One thing recovery did (or could not do).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecoveryAction {
+    /// Our backup job was still running: aborted.
     BackupAborted {
+        /// The domain UUID.
         domain: String,
     },
+    /// Our block copy was still running: aborted without pivot.
     MirrorAborted {
+        /// The domain UUID.
         domain: String,
+        /// The disk's target name (`vda`).
         disk: String,
     },
+    /// The guest was still paused by us: resumed.
     Resumed {
+        /// The domain UUID.
         domain: String,
     },
+    /// The guest may still have been frozen by us: thawed.
     Thawed {
+        /// The domain UUID.
         domain: String,
+        /// Filesystems the agent thawed (0: nothing was frozen).
         filesystems: u32,
     },
+    /// The domain was gone or transient: its persistent definition restored.
     Redefined {
+        /// The domain UUID.
         domain: String,
     },
+    /// A snapshot's temp directory removed.
     TempDirRemoved {
+        /// The directory.
         path: PathBuf,
     },
     /// The record belongs to a process that is still alive: left alone.
     SkippedLiveOwner {
+        /// The record's id.
         record: String,
+        /// The live owner.
         pid: u32,
     },
     /// A record that cannot be parsed (removed after logging).
     Unreadable {
+        /// The record file.
         path: PathBuf,
+        /// Why, with its causes (`error_chain`).
         error: String,
     },
+    /// A step could not be undone (its record is kept and retried next time).
     Failed {
+        /// The domain UUID.
         domain: String,
+        /// What was being undone (`abort job`, `resume`, `thaw`, `define`, ...).
         step: &'static str,
+        /// Why, with its causes (`error_chain`).
         error: String,
     },
 }
@@ -63,7 +85,9 @@ pub enum RecoveryAction {
 /// What `recover()` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
+    /// Journal records found.
     pub records: usize,
+    /// What was done (or could not be), in order.
     pub actions: Vec<RecoveryAction>,
     /// Records kept because some step could not be undone (retried next time).
     pub kept: Vec<PathBuf>,

@@ -38,6 +38,7 @@ pub enum SnapshotStrategy {
 }
 
 impl SnapshotStrategy {
+    /// Its name in logs and journal records (`backup`, `mirror`, `cold`).
     pub fn as_str(self) -> &'static str {
         match self {
             SnapshotStrategy::Backup => "backup",
@@ -50,10 +51,15 @@ impl SnapshotStrategy {
 /// What the choice depends on.
 #[derive(Debug, Clone, Copy)]
 pub struct SelectionInput<'a> {
+    /// `[workarounds] disable_libvirt_livesnapshot`: always cold.
     pub disable_libvirt_livesnapshot: bool,
+    /// `[libvirt] live_snapshot_strategy`.
     pub preferred: LiveStrategy,
+    /// The domain's state now (a shut-off or crashed guest is copied cold).
     pub domain_state: DomainState,
+    /// What this host's libvirt and QEMU can do.
     pub caps: HostCapabilities,
+    /// The root disk (an LVM disk is copied cold, RBD is refused).
     pub disk: &'a RootDisk,
 }
 
