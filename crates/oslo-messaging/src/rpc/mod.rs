@@ -5,3 +5,4 @@ pub(crate) mod client;
 pub(crate) mod dispatcher;
 pub(crate) mod reply;
 pub(crate) mod server;
+pub(crate) mod workers;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use error_chain::Chain;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use serde_json::Value;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
@@ -21,6 +21,7 @@ use crate::codec::{self, new_id, Reply, Request};
 use crate::error::Error;
 use crate::remote_error::RemoteError;
 use crate::rpc::dispatcher::Dispatcher;
+use crate::rpc::workers::WorkerPool;
 use crate::target::Target;
 use crate::topology::{self, QueueSpec};
 use crate::transport::Transport;
@@ -31,7 +32,9 @@ const DUPLICATE_WINDOW: usize = 16;
 /// Server tuning.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// Concurrent handlers (`executor_thread_pool_size`, 64 in oslo).
+    /// `[DEFAULT] executor_thread_pool_size` (64 in oslo): at most this many
+    /// handlers run at once (clamped to 1..=10 000); further requests wait,
+    /// acknowledged, until a handler finishes.
     pub executor_thread_pool_size: usize,
 }
 
@@ -59,8 +62,7 @@ impl std::fmt::Debug for RpcServer {
 struct Shared {
     transport: Transport,
     dispatcher: Dispatcher,
-    workers: Arc<Semaphore>,
-    pool_size: u32,
+    workers: WorkerPool,
     seen: Mutex<VecDeque<String>>,
 }
 
@@ -80,15 +82,14 @@ impl RpcServer {
         if targets.is_empty() {
             return Err(Error::Config("an RPC server needs at least one target".into()));
         }
-        let pool_size = u32::try_from(options.executor_thread_pool_size.clamp(1, 10_000)).unwrap_or(64);
+        let workers = WorkerPool::new(options.executor_thread_pool_size);
+        let (tx, rx) = mpsc::channel(workers.size());
         let shared = Arc::new(Shared {
             transport: transport.clone(),
             dispatcher,
-            workers: Arc::new(Semaphore::new(pool_size as usize)),
-            pool_size,
+            workers,
             seen: Mutex::new(VecDeque::with_capacity(DUPLICATE_WINDOW)),
         });
-        let (tx, rx) = mpsc::channel(pool_size as usize);
         let mut subscriptions = Vec::new();
         let mut fanout_queues = Vec::new();
         for target in &targets {
@@ -137,9 +138,7 @@ impl RpcServer {
 
     /// Waits for in-flight handlers (and their replies) to finish.
     pub async fn wait(&self) {
-        if let Ok(all) = self.shared.workers.acquire_many(self.shared.pool_size).await {
-            drop(all);
-        }
+        self.shared.workers.idle().await;
     }
 
     /// Graceful stop: stop consuming, finish in-flight work.
@@ -176,12 +175,8 @@ async fn serve(shared: Arc<Shared>, mut rx: mpsc::Receiver<Incoming>, mut stop: 
             _ = stop.wait_for(|s| *s) => return,
         };
         let Some(request) = accept(&shared, incoming).await else { continue };
-        let Ok(permit) = shared.workers.clone().acquire_owned().await else { return };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            process(&shared, request).await;
-            drop(permit);
-        });
+        let worker = shared.clone();
+        shared.workers.run(async move { process(&worker, request).await }).await;
     }
 }
 
