@@ -142,4 +142,67 @@ mod tests {
         assert_eq!(null_safe_isotime(Some(&json!("2026-11-22T13:44:46Z"))), "2026-11-22T13:44:46.000000");
         assert_eq!(null_safe_isotime(Some(&Value::Null)), "");
     }
+
+    #[test]
+    fn keys_come_in_novas_order_with_its_renderings() {
+        let instance = Instance::from_primitive(&json!({"nova_object.name": "Instance",
+            "nova_object.namespace": "nova", "nova_object.version": "2.8", "nova_object.data": {
+                "uuid": "u1", "project_id": "p1", "image_ref": "img", "created_at": "2026-11-22T13:44:46Z",
+                "progress": 0, "system_metadata": {"image_min_ram": "0", "owner_user_name": "x"},
+                "flavor": {"nova_object.name": "Flavor", "nova_object.namespace": "nova",
+                    "nova_object.version": "1.2", "nova_object.data": {"name": "m1", "root_gb": 1, "ephemeral_gb": 2}}}}))
+        .unwrap();
+        let opts =
+            PayloadOptions { glance_api_server: Some("http://glance:9292/".into()), ..PayloadOptions::default() };
+        let info = info_from_instance(&RequestContext::admin(), &instance, &opts);
+        let keys: Vec<&str> = info.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "tenant_id",
+                "user_id",
+                "instance_id",
+                "display_name",
+                "reservation_id",
+                "hostname",
+                "instance_type",
+                "instance_type_id",
+                "instance_flavor_id",
+                "architecture",
+                "memory_mb",
+                "disk_gb",
+                "vcpus",
+                "root_gb",
+                "ephemeral_gb",
+                "host",
+                "node",
+                "availability_zone",
+                "cell_name",
+                "created_at",
+                "terminated_at",
+                "deleted_at",
+                "launched_at",
+                "image_ref_url",
+                "os_type",
+                "kernel_id",
+                "ramdisk_id",
+                "state",
+                "state_description",
+                "progress",
+                "access_ip_v4",
+                "access_ip_v6",
+                "image_meta",
+                "metadata",
+            ]
+        );
+        assert_eq!(info["tenant_id"], "p1");
+        assert_eq!(info["instance_type"], "m1");
+        assert_eq!(info["disk_gb"], 3);
+        assert_eq!(info["created_at"], "2026-11-22 13:44:46+00:00");
+        assert_eq!(info["launched_at"], "");
+        assert_eq!(info["image_ref_url"], "http://glance:9292/images/img");
+        assert_eq!(info["progress"], "");
+        assert_eq!(info["cell_name"], "");
+        assert_eq!(Value::Object(info["image_meta"].as_object().unwrap().clone()), json!({"min_ram": "0"}));
+    }
 }
