@@ -67,7 +67,7 @@ mod strategy;
 pub use config::{EngineConfig, LiveStrategy, UnknownName};
 pub use disk::{BackingChain, ChainLayer, DiskSource, RootDisk};
 pub use engine::{SnapshotEngine, SnapshotImage, SnapshotOutcome, SnapshotRequest, SnapshotSummary};
-pub use error::SnapshotError;
+pub use error::{QemuImgFailure, SnapshotError};
 pub use events::{BlockJobStatus, BlockJobType, DomainEvent, JobCompleted};
 pub use ffi::{BlockCopyFlags, BlockCopyParams, BlockJobInfo};
 pub use format::{DiskFormat, ImageFormat, SourceType};

@@ -273,22 +273,41 @@ mod tests {
     }
 
     #[test]
-    fn file_sink_adopts_or_converts() {
+    fn file_sink_adopts_a_standalone_view_of_its_format_beside_it_by_rename() {
         let root = tempfile::tempdir().unwrap();
         let src = root.path().join("view.qcow2");
-        qemu_img::create_qcow2(&src, 1 << 20, None).unwrap();
-        let view =
-            DiskView::Image { path: src.clone(), format: DiskFormat::Qcow2, standalone: true, virtual_size: 1 << 20 };
+        fs::write(&src, b"image bytes").unwrap();
+        let view = DiskView::Image { path: src.clone(), format: DiskFormat::Qcow2, standalone: true, virtual_size: 11 };
         let out = root.path().join("out");
-        let mut raw = FileSink { path: root.path().join("out.raw"), format: ImageFormat::Raw, compress: false };
-        assert!(!raw.can_adopt(&view));
-        raw.write(&view, &|_| {}, &CancelToken::new()).unwrap();
-        assert_eq!(qemu_img::info(&root.path().join("out.raw")).unwrap().format, "raw");
         let mut same = FileSink { path: out.clone(), format: ImageFormat::Qcow2, compress: false };
-        same.write(&view, &|_| {}, &CancelToken::new()).unwrap();
-        assert!(out.exists() && !src.exists(), "adopted by rename");
+        assert!(same.can_adopt(&view));
+        let last = std::cell::Cell::new(None);
+        assert_eq!(same.write(&view, &|p| last.set(Some(p)), &CancelToken::new()).unwrap(), out);
+        assert!(out.exists() && !src.exists(), "adopted by rename, no qemu-img");
+        assert_eq!(last.get(), Some(Progress { phase: Phase::Write, done: 11, total: 11 }));
+
+        // Anything else is converted (qemu-img: tests/qemu_img.rs).
+        let other_format = FileSink { path: out.clone(), format: ImageFormat::Raw, compress: false };
+        let compressed = FileSink { path: out.clone(), format: ImageFormat::Qcow2, compress: true };
+        let elsewhere = FileSink { path: root.path().join("sub/out"), format: ImageFormat::Qcow2, compress: false };
+        let chained = DiskView::Image { path: src, format: DiskFormat::Qcow2, standalone: false, virtual_size: 11 };
+        assert!(!other_format.can_adopt(&view) && !compressed.can_adopt(&view) && !elsewhere.can_adopt(&view));
+        assert!(!same.can_adopt(&chained));
+    }
+
+    #[test]
+    fn a_cancelled_sink_writes_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let view = DiskView::Image {
+            path: root.path().join("view"),
+            format: DiskFormat::Raw,
+            standalone: true,
+            virtual_size: 1,
+        };
+        let mut sink = FileSink { path: root.path().join("out"), format: ImageFormat::Qcow2, compress: false };
         let cancelled = CancelToken::new();
         cancelled.cancel();
-        assert!(matches!(raw.write(&view, &|_| {}, &cancelled), Err(SnapshotError::Cancelled)));
+        assert!(matches!(sink.write(&view, &|_| {}, &cancelled), Err(SnapshotError::Cancelled)));
+        assert!(!root.path().join("out").exists());
     }
 }

@@ -57,13 +57,6 @@ pub fn info_chain(path: &Path, format: Option<&DiskFormat>) -> Result<Vec<ImageI
     serde_json::from_slice(&out).map_err(|e| SnapshotError::qemu_img("info", QemuImgFailure::Json(e)))
 }
 
-/// One image without its chain.
-#[cfg(test)]
-pub fn info(path: &Path) -> Result<ImageInfo, SnapshotError> {
-    let out = run("info", Command::new(QEMU_IMG).args(["info", "--force-share", "--output=json"]).arg(path))?;
-    serde_json::from_slice(&out).map_err(|e| SnapshotError::qemu_img("info", QemuImgFailure::Json(e)))
-}
-
 /// A qcow2 of `size` bytes over `backing` (absolute path, explicit format: QEMU
 /// refuses to probe a backing file's format), or a plain one without.
 pub fn create_qcow2(path: &Path, size: u64, backing: Option<(&Path, &DiskFormat)>) -> Result<(), SnapshotError> {
@@ -193,12 +186,6 @@ fn parse_progress(line: &str) -> Option<f64> {
     inner.trim().parse::<f64>().ok().map(|p| (p / 100.0).clamp(0.0, 1.0))
 }
 
-/// The absolute path of a chain member's backing file.
-#[cfg(test)]
-pub fn backing_path(info: &ImageInfo) -> Option<std::path::PathBuf> {
-    info.full_backing_filename.as_ref().map(std::path::PathBuf::from)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,44 +198,29 @@ mod tests {
     }
 
     #[test]
-    fn create_info_convert_roundtrip() {
-        let dir = tempfile::tempdir().unwrap();
-        let base = dir.path().join("base.qcow2");
-        let top = dir.path().join("top.qcow2");
-        let flat = dir.path().join("flat.qcow2");
-        create_qcow2(&base, 4 << 20, None).unwrap();
-        create_qcow2(&top, 4 << 20, Some((&base, &DiskFormat::Qcow2))).unwrap();
-        let chain = info_chain(&top, Some(&DiskFormat::Qcow2)).unwrap();
-        assert_eq!(chain.len(), 2);
-        assert_eq!(chain[0].virtual_size, 4 << 20);
-        assert_eq!(backing_path(&chain[0]).as_deref(), Some(base.as_path()));
-        let mut last = 0.0;
-        convert(
-            &Convert {
-                source: &top,
-                source_format: &DiskFormat::Qcow2,
-                dest: &flat,
-                dest_format: ImageFormat::Qcow2,
-                compress: true,
-            },
-            |f| last = f,
-            || false,
-        )
-        .unwrap();
-        assert_eq!(last, 1.0);
-        assert!(info(&flat).unwrap().full_backing_filename.is_none());
-        let err = convert(
-            &Convert {
-                source: &dir.path().join("nope"),
-                source_format: &DiskFormat::Raw,
-                dest: &flat,
-                dest_format: ImageFormat::Raw,
-                compress: false,
-            },
-            |_| {},
-            || false,
-        )
-        .unwrap_err();
-        assert!(matches!(err, SnapshotError::QemuImg { command: "convert", .. }));
+    fn progress_is_read_from_carriage_return_separated_output() {
+        let (tx, rx) = mpsc::channel();
+        read_progress(&b"    (0.00/100%)\r    (50.00/100%)\r    (100.00/100%)\n"[..], &tx);
+        drop(tx);
+        assert_eq!(rx.iter().collect::<Vec<_>>(), vec![0.0, 0.5, 1.0]);
+    }
+
+    #[test]
+    fn the_convert_command_reads_through_the_chain_without_locking() {
+        let job = Convert {
+            source: Path::new("/s/delta"),
+            source_format: &DiskFormat::Qcow2,
+            dest: Path::new("/s/out"),
+            dest_format: ImageFormat::Qcow2,
+            compress: true,
+        };
+        let cmd = convert_command(&job);
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            args,
+            ["convert", "-p", "-U", "-t", "writeback", "-f", "qcow2", "-O", "qcow2", "-c", "/s/delta", "/s/out"]
+        );
+        let raw = Convert { dest_format: ImageFormat::Raw, ..job };
+        assert!(!convert_command(&raw).get_args().any(|a| a == "-c"), "-c is for qcow2 only");
     }
 }
