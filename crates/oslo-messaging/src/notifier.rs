@@ -19,8 +19,11 @@ use crate::transport::Transport;
 /// How long a notification waits for a connection before failing.
 const SEND_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Notification priorities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Notification priorities, oslo's `Notifier` methods (`audit`, `debug`,
+/// `info`, `warn`, `error`, `critical`, `sample`): upper-case in the
+/// message's `priority`, lower-case in the routing key `<topic>.<priority>`.
+/// The one priority type of the workspace (nova-objects re-exports it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Priority {
     /// `AUDIT`
     Audit,
@@ -39,6 +42,21 @@ pub enum Priority {
 }
 
 impl Priority {
+    /// Every priority, in oslo's order of its `Notifier` methods.
+    pub const ALL: [Priority; 7] =
+        [Self::Audit, Self::Debug, Self::Info, Self::Warn, Self::Error, Self::Critical, Self::Sample];
+
+    /// Reads a priority as oslo spells it on the wire (`INFO`), or in a
+    /// routing key or a consumer's listener method (`info`).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str().eq_ignore_ascii_case(name))
+    }
+
+    /// The lower-case name ending the routing key (`notifications.info`).
+    pub fn routing_suffix(self) -> String {
+        self.as_str().to_ascii_lowercase()
+    }
+
     /// The upper-case name in the message.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -50,6 +68,12 @@ impl Priority {
             Self::Critical => "CRITICAL",
             Self::Sample => "SAMPLE",
         }
+    }
+}
+
+impl std::fmt::Display for Priority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -98,7 +122,7 @@ impl Notifier {
         let out = codec::encode(&msg, None, compression).map_err(Error::Encode)?;
         let mut first_error = None;
         for topic in &self.topics {
-            let routing_key = format!("{topic}.{}", priority.as_str().to_ascii_lowercase());
+            let routing_key = format!("{topic}.{}", priority.routing_suffix());
             let queue =
                 topology::notification_queue(self.transport.options(), self.transport.control_exchange(), &routing_key);
             debug!(event_type, routing_key, "NOTIFY");
@@ -108,7 +132,7 @@ impl Notifier {
                 .publish(&Destination::Notification { queue }, &out, Instant::now() + SEND_DEADLINE)
                 .await;
             if let Err(e) = sent {
-                tracing::error!(event_type, routing_key, error = %e, "could not send notification");
+                tracing::error!(event_type, routing_key, error = %error_chain::Chain(&e), "could not send notification");
                 first_error.get_or_insert(e);
             }
         }
@@ -160,6 +184,19 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn priorities_are_spelled_as_oslo_does() {
+        let names: Vec<&str> = Priority::ALL.iter().map(|p| p.as_str()).collect();
+        assert_eq!(names, ["AUDIT", "DEBUG", "INFO", "WARN", "ERROR", "CRITICAL", "SAMPLE"]);
+        for p in Priority::ALL {
+            assert_eq!(Priority::parse(p.as_str()), Some(p));
+            assert_eq!(Priority::parse(&p.routing_suffix()), Some(p));
+        }
+        assert_eq!(Priority::Error.routing_suffix(), "error");
+        assert_eq!(Priority::Warn.to_string(), "WARN");
+        assert_eq!(Priority::parse("WARNING"), None, "oslo's name is WARN");
+    }
 
     #[test]
     fn timestamp_matches_python_str_datetime() {
