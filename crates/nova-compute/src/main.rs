@@ -43,6 +43,7 @@ use std::error::Error;
 use std::process::ExitCode;
 
 use cli::Command;
+use error_chain::Chain;
 use oslo_config::Config;
 
 /// Exit status for bad usage or configuration (as argparse/oslo use).
@@ -95,8 +96,8 @@ fn run(cfg: Config) -> ExitCode {
     match runtime.block_on(service::run(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("nova-compute failed to start: {e}");
-            eprintln!("nova-compute: {e}");
+            tracing::error!("nova-compute failed to start: {}", Chain(&e));
+            eprintln!("nova-compute: {}", Chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -104,12 +105,6 @@ fn run(cfg: Config) -> ExitCode {
 
 /// Prints an error with its whole `source()` chain, once, and picks the exit code.
 fn fail(error: &dyn Error) -> ExitCode {
-    let mut message = format!("nova-compute: {error}");
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    eprintln!("{message}");
+    eprintln!("nova-compute: {}", Chain(error));
     ExitCode::from(EXIT_CONFIG)
 }

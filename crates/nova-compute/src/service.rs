@@ -17,12 +17,11 @@ use glance_client::{
 };
 use libvirt_snapshot::{EngineConfig, ImageFormat, LiveStrategy, SnapshotEngine};
 use nova_objects::{
-    register_service, ConductorApi, ConductorError, Heartbeat, NotificationPolicy, OsloConductorTransport,
-    OsloNotificationSink, PayloadOptions, ReadinessPolicy, RequestContext, ServiceOptions,
+    register_service, ConductorError, Heartbeat, NotificationPolicy, OsloConductorTransport, OsloNotificationSink,
+    PayloadOptions, ReadinessPolicy, RequestContext, ServiceOptions,
 };
-use oslo_config::groups::{LiveSnapshotStrategy, SnapshotImageFormat};
 use oslo_config::Config;
-use oslo_messaging::{RpcServer, Target, Transport, TransportUrl};
+use oslo_messaging::{RpcServer, ServerOptions, Target, Transport, TransportUrl};
 use tracing::{error, info, warn};
 
 use crate::concurrency::{InFlight, Limits};
@@ -40,29 +39,46 @@ const ABORT_CLEANUP: Duration = Duration::from_secs(60);
 /// first ten use a 10 s timeout: about two minutes in all).
 const CONDUCTOR_ATTEMPTS: u32 = 12;
 
-/// Why the service could not start.
+/// Why the service could not start. Each message says which step failed;
+/// the cause is the `source()`, printed after it by `main`.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("cannot open log file: {0}")]
-    Logging(#[from] std::io::Error),
-    #[error("cannot connect to libvirt at {uri}: {source}")]
-    Libvirt { uri: String, source: libvirt_snapshot::SnapshotError },
-    #[error("invalid [DEFAULT] transport_url: {0}")]
-    TransportUrl(oslo_messaging::Error),
-    #[error(transparent)]
-    RabbitOptions(#[from] OutOfRange),
-    #[error("cannot connect to the message broker: {0}")]
-    Broker(oslo_messaging::Error),
-    #[error("nova-conductor did not answer: {0}; is it running?")]
-    ConductorUnavailable(ConductorError),
-    #[error("cannot register the nova-compute service: {0}")]
-    Registration(ConductorError),
-    #[error("invalid [glance] or [service_user] options: {0}")]
-    Glance(GlanceError),
-    #[error("invalid [cinder] options: {0}")]
-    Cinder(CinderError),
-    #[error("cannot start the RPC servers: {0}")]
-    RpcServer(oslo_messaging::Error),
+    /// libvirt is unreachable or refuses the connection.
+    #[error("cannot connect to libvirt at {uri}")]
+    Libvirt {
+        /// The connection URI tried.
+        uri: String,
+        /// libvirt's answer.
+        #[source]
+        source: libvirt_snapshot::SnapshotError,
+    },
+    /// `[DEFAULT] transport_url` cannot be parsed.
+    #[error("invalid [DEFAULT] transport_url")]
+    TransportUrl(#[source] oslo_messaging::Error),
+    /// An `[oslo_messaging_rabbit]` value the driver cannot use.
+    #[error("invalid [oslo_messaging_rabbit] options")]
+    RabbitOptions(#[source] OutOfRange),
+    /// The broker is unreachable or refuses the login.
+    #[error("cannot connect to the message broker")]
+    Broker(#[source] oslo_messaging::Error),
+    /// nova-conductor never answered the start-up pings.
+    #[error("nova-conductor did not answer; is it running?")]
+    ConductorUnavailable(#[source] ConductorError),
+    /// The conductor refused the service record.
+    #[error("cannot register the nova-compute service")]
+    Registration(#[source] ConductorError),
+    /// `[glance]` or `[service_user]` cannot be used (files, certificates).
+    #[error("invalid [glance] or [service_user] options")]
+    Glance(#[source] GlanceError),
+    /// An option value the snapshot engine does not know.
+    #[error("invalid option value")]
+    Option(#[source] libvirt_snapshot::UnknownName),
+    /// `[cinder]` cannot be used.
+    #[error("invalid [cinder] options")]
+    Cinder(#[source] CinderError),
+    /// The compute queues cannot be declared or consumed.
+    #[error("cannot start the RPC servers")]
+    RpcServer(#[source] oslo_messaging::Error),
 }
 
 /// Runs the service until SIGTERM or SIGINT.
@@ -110,7 +126,8 @@ pub async fn run(cfg: Config) -> Result<(), StartupError> {
     // Recovery before consuming: a queued cast must find the host clean.
     recovery::recover(&manager).await;
 
-    let server = RpcServer::start(&transport, rpc_targets(&host), rpc::dispatcher(&manager))
+    let server_options = ServerOptions { executor_thread_pool_size: cfg.default.executor_thread_pool_size as usize };
+    let server = RpcServer::start_with(&transport, rpc_targets(&host), rpc::dispatcher(&manager), server_options)
         .await
         .map_err(StartupError::RpcServer)?;
     let heartbeat = Heartbeat::start(conductor, admin, service, &service_opts);
@@ -160,28 +177,28 @@ async fn graceful_stop(manager: &ComputeManager, grace: Option<Duration>) {
     }
 }
 
-/// What the engine reads from nova.conf.
-fn engine_config(cfg: &Config) -> EngineConfig {
-    let format = cfg.libvirt.snapshot_image_format.map(|f| match f {
-        SnapshotImageFormat::Raw => ImageFormat::Raw,
-        SnapshotImageFormat::Qcow2 => ImageFormat::Qcow2,
-        SnapshotImageFormat::Vmdk => ImageFormat::Vmdk,
-        SnapshotImageFormat::Vdi => ImageFormat::Vdi,
-    });
-    EngineConfig {
+/// What the engine reads from nova.conf. The choices were validated when
+/// the file was read; a value the engine does not know is still a clear error.
+fn engine_config(cfg: &Config) -> Result<EngineConfig, StartupError> {
+    let snapshot_image_format = cfg
+        .libvirt
+        .snapshot_image_format
+        .as_deref()
+        .map(str::parse::<ImageFormat>)
+        .transpose()
+        .map_err(StartupError::Option)?;
+    let live_strategy = cfg.snapshot_engine.live_strategy.parse::<LiveStrategy>().map_err(StartupError::Option)?;
+    Ok(EngineConfig {
         connection_uri: cfg.libvirt.effective_uri().to_owned(),
         snapshots_directory: cfg.libvirt.snapshots_directory.clone().into(),
         // Host-local state, never on the (possibly shared) instances_path.
         journal_directory: std::path::Path::new(&cfg.default.state_path).join("snapshot-journal"),
-        snapshot_image_format: format,
+        snapshot_image_format,
         snapshot_compression: cfg.libvirt.snapshot_compression,
         disable_libvirt_livesnapshot: cfg.workarounds.disable_libvirt_livesnapshot,
-        live_strategy: match cfg.libvirt.live_snapshot_strategy {
-            LiveSnapshotStrategy::Backup => LiveStrategy::Backup,
-            LiveSnapshotStrategy::Mirror => LiveStrategy::Mirror,
-        },
+        live_strategy,
         ..EngineConfig::default()
-    }
+    })
 }
 
 fn glance_options(cfg: &Config) -> GlanceOptions {
@@ -202,8 +219,19 @@ fn glance_options(cfg: &Config) -> GlanceOptions {
 }
 
 /// `[cinder]`.
-fn cinder_options(_cfg: &Config) -> CinderOptions {
-    CinderOptions::default()
+fn cinder_options(cfg: &Config) -> CinderOptions {
+    let c = &cfg.cinder;
+    CinderOptions {
+        catalog_info: c.catalog_info.clone(),
+        endpoint_template: c.endpoint_template.clone(),
+        os_region_name: c.os_region_name.clone(),
+        cafile: c.cafile.clone().map(Into::into),
+        certfile: c.certfile.clone().map(Into::into),
+        keyfile: c.keyfile.as_ref().map(|k| k.expose().into()),
+        insecure: c.insecure,
+        timeout: c.timeout.and_then(|t| u64::try_from(t).ok()).map(Duration::from_secs),
+        http_retries: c.http_retries,
+    }
 }
 
 /// `[service_user]`, when `send_service_user_token` is on.
@@ -254,12 +282,8 @@ fn service_user_options(cfg: &Config) -> Option<ServiceUserOptions> {
 async fn connect_libvirt(cfg: &Config) -> Result<Arc<SnapshotEngine>, StartupError> {
     let uri = cfg.libvirt.effective_uri().to_owned();
     let libvirt_error = |source| StartupError::Libvirt { uri: uri.clone(), source };
-    let engine = SnapshotEngine::connect(engine_config(cfg)).await.map_err(libvirt_error)?;
-    let probe = engine.clone();
-    let versions = tokio::task::spawn_blocking(move || probe.hypervisor().versions())
-        .await
-        .expect("libvirt probe thread panicked")
-        .map_err(libvirt_error)?;
+    let engine = SnapshotEngine::connect(engine_config(cfg)?).await.map_err(libvirt_error)?;
+    let versions = engine.host_versions().await.map_err(libvirt_error)?;
     info!(
         "Connected to libvirt at {uri}: libvirt {}, {} {} on {}",
         versions.libvirt, versions.hypervisor_type, versions.hypervisor, versions.hostname
@@ -269,7 +293,7 @@ async fn connect_libvirt(cfg: &Config) -> Result<Arc<SnapshotEngine>, StartupErr
 
 async fn connect_broker(cfg: &Config) -> Result<Transport, StartupError> {
     let url = TransportUrl::parse(cfg.default.transport_url.expose()).map_err(StartupError::TransportUrl)?;
-    let options = rabbit_options(&cfg.oslo_messaging_rabbit)?;
+    let options = rabbit_options(&cfg.oslo_messaging_rabbit).map_err(StartupError::RabbitOptions)?;
     let transport =
         Transport::connect(&url, options, cfg.default.control_exchange.clone()).await.map_err(StartupError::Broker)?;
     info!(

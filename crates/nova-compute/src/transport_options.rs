@@ -26,6 +26,7 @@ pub fn rabbit_options(group: &OsloMessagingRabbit) -> Result<RabbitOptions, OutO
         ssl_cert_file: group.ssl_cert_file.clone(),
         ssl_key_file: group.ssl_key_file.expose().to_owned(),
         ssl_version: group.ssl_version.clone(),
+        ssl_enforce_hostname_verification: group.ssl_enforce_hostname_verification,
         ssl_enforce_fips_mode: group.ssl_enforce_fips_mode,
         kombu_reconnect_delay: group.kombu_reconnect_delay,
         kombu_compression: group.kombu_compression.clone(),

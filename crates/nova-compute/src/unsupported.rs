@@ -76,3 +76,43 @@ async fn clean_up_after_cast(m: &ComputeManager, req: &Request, method: &str, in
     };
     stack.unwind(m, &req, &mut current, &err, None).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Map;
+
+    use super::*;
+    use crate::fakes::{vector_instance, FakeDriver, FakeImages, Fixture};
+
+    fn req() -> Request {
+        Request { ctx: nova_objects::RequestContext::admin(), glance: glance_client::RequestContext::default() }
+    }
+
+    fn unhandled(method: &str, reply_expected: bool) -> Unhandled {
+        let mut args = Map::new();
+        args.insert("instance".into(), vector_instance().to_primitive());
+        Unhandled { method: method.into(), args, reply_expected }
+    }
+
+    #[tokio::test]
+    async fn an_unsupported_call_is_answered_at_once_and_touches_nothing() {
+        let f = Fixture::new(Some("rebooting"), FakeImages::default(), FakeDriver::default());
+        let err = unsupported(&f.m, req(), unhandled("get_console_output", true)).await.unwrap_err();
+        assert_eq!(err.class, "NoSuchMethod");
+        let db = f.db.lock().unwrap();
+        assert!(db.saves.is_empty() && db.faults.is_empty());
+        assert!(f.event_types().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unsupported_cast_resets_the_task_state_nova_api_set_and_says_why() {
+        let f = Fixture::new(Some("rebooting"), FakeImages::default(), FakeDriver::default());
+        let _ = unsupported(&f.m, req(), unhandled("reboot_instance", false)).await;
+        let db = f.db.lock().unwrap();
+        assert_eq!(db.task_state, None);
+        assert_eq!(db.saves[0].1, Some(serde_json::json!("rebooting")), "compare-and-swap on the state read");
+        assert_eq!(db.faults.len(), 1);
+        assert!(db.faults[0].1.contains("reboot_instance is not supported"), "{:?}", db.faults);
+        assert_eq!(f.event_types(), ["reboot_instance", "compute.exception"]);
+    }
+}

@@ -165,7 +165,11 @@ fn quiesce_unsupported_and_restart() {
     let _lock = stack();
     let guest = Guest::boot("e2e-q").expect("boot guest");
     let uuid = guest.uuid().to_string();
-    let mut compute = Compute::start("[DEFAULT]\ngraceful_shutdown_timeout = 1\n");
+    // Glance through a proxy, so the SIGTERM below lands while the upload is under way.
+    let proxy = GlanceProxy::start("127.0.0.1:9292");
+    let cleanup = Cleanup::default();
+    let mut compute =
+        Compute::start(&format!("[DEFAULT]\ngraceful_shutdown_timeout = 1\n\n{}", glance_conf(&proxy, 1)));
     create_instance(&uuid, &compute.host, &["hw_qemu_guest_agent=yes"]);
 
     let r = peer(&["quiesce", "--uuid", &uuid]);
@@ -208,10 +212,8 @@ fn quiesce_unsupported_and_restart() {
         "{report}"
     );
 
-    // SIGTERM while a snapshot runs, then a restart: nothing stuck, nothing leaked.
-    let reply = peer(&["snapshot", "--uuid", &uuid, "--name", "sigterm"]);
-    let image = image_id(&reply);
-    wait_until(Duration::from_secs(60), "snapshot started", || compute.log().contains("instance snapshotting"));
+    // SIGTERM while a snapshot uploads, then a restart: nothing stuck, nothing leaked.
+    let image = snapshot_uploading(&uuid, "sigterm", &proxy, &cleanup);
     let offset = compute.log().len();
     let code = compute.stop(); // SIGTERM; graceful_shutdown_timeout = 1 then aborts the snapshot
     assert_eq!(code, Some(0), "clean exit");

@@ -19,12 +19,6 @@ use common::*;
 use serde_json::Value;
 use stack_tests::Guest;
 
-const MIB: u64 = 1024 * 1024;
-
-fn glance_conf(proxy: &GlanceProxy, num_retries: u32) -> String {
-    format!("[glance]\napi_servers = {}\nnum_retries = {num_retries}\n", proxy.url)
-}
-
 /// The guest came out of it untouched: running, thawed, still persistent.
 fn assert_guest_intact(guest: &Guest) {
     let state = guest.domain().state().unwrap().0;
@@ -353,19 +347,6 @@ fn snapshot_notifications_on_the_wire() {
     let ends = info.iter().filter(|m| m["event_type"] == "compute.instance.snapshot.end").count();
     assert_eq!((starts, ends), (2, 1), "{info:?}");
     assert_guest_intact(&guest);
-}
-
-/// Starts a snapshot through nova's API with its upload throttled to 512 KiB/s and returns the
-/// reserved image once more than 1 MiB of it has reached Glance.
-fn snapshot_uploading(uuid: &str, name: &str, proxy: &GlanceProxy, cleanup: &Cleanup) -> String {
-    proxy.state.put_rate.store(MIB / 2, Ordering::SeqCst);
-    let before = proxy.state.put_bytes.load(Ordering::SeqCst);
-    let image = image_id(&peer(&["snapshot", "--uuid", uuid, "--name", name]));
-    cleanup.image(&image);
-    wait_until(Duration::from_secs(60), "the upload is under way", || {
-        proxy.state.put_bytes.load(Ordering::SeqCst) > before + MIB
-    });
-    image
 }
 
 /// SIGKILL in the middle of an upload (the OOM killer, `docker kill`), then

@@ -605,3 +605,24 @@ pub fn event_results(report: &Value, event: &str) -> Vec<String> {
         .map(|e| e["result"].as_str().unwrap_or("").to_owned())
         .collect()
 }
+
+/// One mebibyte.
+pub const MIB: u64 = 1024 * 1024;
+
+/// The `[glance]` section that sends the service through `proxy`.
+pub fn glance_conf(proxy: &GlanceProxy, num_retries: u32) -> String {
+    format!("[glance]\napi_servers = {}\nnum_retries = {num_retries}\n", proxy.url)
+}
+
+/// Starts a snapshot through nova's API with its upload throttled to 512 KiB/s and returns the
+/// reserved image once more than 1 MiB of it has reached Glance.
+pub fn snapshot_uploading(uuid: &str, name: &str, proxy: &GlanceProxy, cleanup: &Cleanup) -> String {
+    proxy.state.put_rate.store(MIB / 2, Ordering::SeqCst);
+    let before = proxy.state.put_bytes.load(Ordering::SeqCst);
+    let image = image_id(&peer(&["snapshot", "--uuid", uuid, "--name", name]));
+    cleanup.image(&image);
+    wait_until(Duration::from_secs(60), "the upload is under way", || {
+        proxy.state.put_bytes.load(Ordering::SeqCst) > before + MIB
+    });
+    image
+}
