@@ -18,69 +18,115 @@ use reqwest::StatusCode;
 /// several libraries (serde_json, reqwest, url, io).
 pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
 
-/// Everything a Glance call can fail with.
-// Variant fields are named for what they hold (image_id, reason, server, ...).
-#[allow(missing_docs)]
+/// Everything a Glance call can fail with. `image_id` is always the image the call was about
+/// (empty for a list); `reason` is Glance's answer shortened to one line.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GlanceError {
     /// HTTP 401/403 (nova `ImageNotAuthorized`); with 401 the service token was already renewed
     /// once. `reason` is Glance's answer, shortened to one line.
     #[error("not authorized for image {image_id}: {reason}")]
-    ImageNotAuthorized { image_id: String, reason: String },
+    ImageNotAuthorized {
+        /// The image the call was about.
+        image_id: String,
+        /// Why, as the server put it (one line).
+        reason: String,
+    },
 
     /// HTTP 404, or 410 when the image was deleted during an upload (nova `ImageNotFound`).
     #[error("image {image_id} could not be found")]
-    ImageNotFound { image_id: String },
+    ImageNotFound {
+        /// The image the call was about.
+        image_id: String,
+    },
 
     /// HTTP 400 (nova `ImageBadRequest`); `reason` is Glance's answer.
     #[error("request about image {image_id} was refused as invalid: {reason}")]
-    ImageBadRequest { image_id: String, reason: String },
+    ImageBadRequest {
+        /// The image the call was about.
+        image_id: String,
+        /// Why, as the server put it (one line).
+        reason: String,
+    },
 
     /// HTTP 413: `image_size_cap`, storage quota or Keystone limits (nova `ImageQuotaExceeded`).
     #[error("image {image_id} is over a quota or size limit: {reason}")]
-    ImageQuotaExceeded { image_id: String, reason: String },
+    ImageQuotaExceeded {
+        /// The image the call was about.
+        image_id: String,
+        /// Why, as the server put it (one line).
+        reason: String,
+    },
 
     /// HTTP 415 on upload: the data failed Glance's format safety checks (for instance a qcow2
     /// with a backing file) or does not match `disk_format` (nova `ImageUnacceptable`).
     #[error("image {image_id} data was refused by Glance: {reason}")]
-    ImageUnacceptable { image_id: String, reason: String },
+    ImageUnacceptable {
+        /// The image the call was about.
+        image_id: String,
+        /// Why, as the server put it (one line).
+        reason: String,
+    },
 
     /// HTTP 409: the image is not in a state that allows the call (nova `ImageDeleteConflict`
     /// for deletes).
     #[error("image {image_id} is in a conflicting state: {reason}")]
-    ImageConflict { image_id: String, reason: String },
+    ImageConflict {
+        /// The image the call was about.
+        image_id: String,
+        /// Why, as the server put it (one line).
+        reason: String,
+    },
 
     /// Connection errors and 5xx after `[glance] num_retries` more attempts (nova
     /// `GlanceConnectionFailed`; its `reason` is `error_chain(source)`). `server` is the endpoint
     /// (`scheme://host:port`) of the last attempt.
     #[error("connection to glance host {server} failed")]
     GlanceConnectionFailed {
+        /// The endpoint (`scheme://host:port`) of the last attempt.
         server: String,
+        /// What went wrong on the last attempt.
         #[source]
         source: ConnectionFailure,
     },
 
     /// Glance stored other bytes than were sent: the sha512 (or size) it computed differs.
     #[error("image {image_id} in Glance does not match the uploaded data: {detail}")]
-    ImageDataMismatch { image_id: String, detail: String },
+    ImageDataMismatch {
+        /// The image the call was about.
+        image_id: String,
+        /// What differs.
+        detail: String,
+    },
 
     /// An upload ended with the image in a state that can neither be retried nor accepted; a
     /// `saving` image was abandoned by a Glance restart mid-upload and must be deleted.
     #[error("image {image_id} is left in status {status} by a failed upload and cannot take data again")]
-    ImageUploadFailed { image_id: String, status: String },
+    ImageUploadFailed {
+        /// The image the call was about.
+        image_id: String,
+        /// The image status Glance reports.
+        status: String,
+    },
 
     /// The image data could not be read from its source.
     #[error("cannot read the data for image {image_id}")]
     SourceRead {
+        /// The image the data was for.
         image_id: String,
+        /// The read error.
         #[source]
         source: io::Error,
     },
 
     /// No image endpoint: neither `[glance] api_servers`, `endpoint_override` nor a catalog entry.
     #[error("no image endpoint found (service type {service_type}, interfaces {interfaces:?})")]
-    EndpointNotFound { service_type: String, interfaces: Vec<String> },
+    EndpointNotFound {
+        /// `[glance] service_type`.
+        service_type: String,
+        /// `[glance] valid_interfaces`.
+        interfaces: Vec<String>,
+    },
 
     /// The service user could not get a token from Keystone.
     #[error("service user authentication failed")]
@@ -92,14 +138,22 @@ pub enum GlanceError {
 
     /// A status the client does not know how to interpret; `reason` is the body, shortened.
     #[error("unexpected response from Glance ({status}): {reason}")]
-    UnexpectedResponse { status: StatusCode, reason: String },
+    UnexpectedResponse {
+        /// The HTTP status.
+        status: StatusCode,
+        /// Why, as the server put it (one line).
+        reason: String,
+    },
 
     /// A success status whose body cannot be read as what it should be (`what`: "image X",
     /// "image list page").
     #[error("Glance answered {status} with an unreadable {what}")]
     MalformedResponse {
+        /// The HTTP status.
         status: StatusCode,
+        /// What was being read (`image X`, `image list page`).
         what: String,
+        /// The decoding error.
         #[source]
         source: BoxError,
     },
@@ -176,26 +230,39 @@ impl From<ConfigError> for GlanceError {
     }
 }
 
-/// Failures of a Keystone v3 token request.
-#[allow(missing_docs)]
+/// Failures of a Keystone v3 token request. `auth_url` is the token URL that was asked.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeystoneError {
     /// Keystone answered with an error status (401: wrong credentials).
     #[error("keystone at {auth_url} refused the token request ({status}): {reason}")]
-    Refused { auth_url: String, status: StatusCode, reason: String },
+    Refused {
+        /// The token URL.
+        auth_url: String,
+        /// The HTTP status.
+        status: StatusCode,
+        /// Why, as the server put it (one line).
+        reason: String,
+    },
 
     /// Keystone could not be reached.
     #[error("cannot reach keystone at {auth_url}")]
     Unreachable {
+        /// The token URL.
         auth_url: String,
+        /// reqwest's error (refused connection, TLS, timeout).
         #[source]
         source: reqwest::Error,
     },
 
     /// The token response lacks the header or fields a v3 token has.
     #[error("malformed token response from {auth_url}: {reason}")]
-    Malformed { auth_url: String, reason: String },
+    Malformed {
+        /// The token URL.
+        auth_url: String,
+        /// Why, as the server put it (one line).
+        reason: String,
+    },
 }
 
 /// Everything a Cinder call can fail with, named after the nova exceptions `nova/volume/cinder.py`
