@@ -132,8 +132,8 @@ bench_rs_config() {
         --instances-path "$d/state/instances" --snapshots-directory "$d/state/instances/snapshots" \
         --connection-uri "$BENCH_URI" --glance "http://127.0.0.1:$GLANCE_PORT" --debug False \
         --notifications noop --extra >"$d/nova.conf" <<CONF
-[libvirt]
-live_snapshot_strategy = $strategy
+[snapshot_engine]
+live_strategy = $strategy
 
 [workarounds]
 disable_libvirt_livesnapshot = $([[ "$variant" == cold ]] && echo True || echo False)

@@ -89,6 +89,11 @@ fn run(cfg: Config) -> ExitCode {
     if let Err(e) = logging::init(&target) {
         return fail(&e);
     }
+    // Once at start-up: options this service accepts but does not act on,
+    // and deprecated spellings (each with its file and line).
+    for warning in cfg.warnings() {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return fail(&e),

@@ -24,8 +24,8 @@ fn snapshot_each_strategy_through_nova_api() {
     let uuid = guest.uuid().to_string();
     let work = tempfile::tempdir().unwrap();
     let cases = [
-        ("backup", "[libvirt]\nlive_snapshot_strategy = backup\n"),
-        ("mirror", "[libvirt]\nlive_snapshot_strategy = mirror\n"),
+        ("backup", "[snapshot_engine]\nlive_strategy = backup\n"),
+        ("mirror", "[snapshot_engine]\nlive_strategy = mirror\n"),
         ("cold", "[workarounds]\ndisable_libvirt_livesnapshot = True\n"),
     ];
     let mut first = true;
