@@ -9,8 +9,8 @@ use std::time::Duration;
 use common::{conductor, create_instance, peer, show_instance, unique_host, user_context};
 use nova_objects::{
     info_from_instance, instance_action_snapshot_payload, register_service, ConductorError, EventOutcome,
-    ExpectedTaskState, FaultInfo, Heartbeat, Instance, InstanceActionEvent, InstanceFault, PayloadOptions, PowerState,
-    RequestContext, ServiceOptions, TaskState, SERVICE_VERSION,
+    ExpectedTaskState, FaultInfo, Heartbeat, Instance, InstanceActionEvent, InstanceFault, InstanceList,
+    PayloadOptions, PowerState, RequestContext, ServiceOptions, TaskState, SERVICE_VERSION,
 };
 use serde_json::{json, Value};
 
@@ -247,4 +247,26 @@ async fn snapshot_payloads_equal_novas_own() {
         assert_eq!(legacy.get(field), Some(value), "legacy field {field}");
     }
     assert_eq!(legacy.as_object().unwrap().len(), nova["legacy"].as_object().unwrap().len());
+}
+
+/// `InstanceList.get_by_host`: the conductor accepts our manifest and answers
+/// with exactly the instances of the host, in the shape we decode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_list_get_by_host_returns_the_hosts_instances() {
+    let (_transport, api) = conductor().await;
+    let host = unique_host();
+    let mut created = vec![create_instance(&host), create_instance(&host)];
+    let _elsewhere = create_instance(&unique_host());
+    peer(&["set-task-state", "--uuid", &created[0], "--task-state", "image_uploading"]);
+    let ctx = RequestContext::admin();
+
+    let instances = InstanceList::get_by_host(&api, &ctx, &host).await.unwrap();
+    let mut got: Vec<String> = instances.iter().map(|i| i.uuid().to_owned()).collect();
+    got.sort();
+    created.sort();
+    assert_eq!(got, created);
+    assert!(instances.iter().all(|i| i.host() == Some(host.as_str())));
+    let uploading = instances.iter().filter(|i| i.task_state().unwrap() == Some(TaskState::ImageUploading)).count();
+    assert_eq!(uploading, 1);
+    assert!(InstanceList::get_by_host(&api, &ctx, &unique_host()).await.unwrap().is_empty());
 }
