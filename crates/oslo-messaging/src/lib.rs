@@ -1,9 +1,11 @@
 //! oslo.messaging over AMQP 0.9.1, wire-compatible with oslo's RabbitMQ driver.
 //!
-//! Owns: the transport URL, the exchange and queue topology for every queue mode
+//! Owns: the transport URL, TLS to the broker (oslo's `ssl_*` rules,
+//! `ssl_enforce_hostname_verification` included), the exchange and queue topology for every queue mode
 //! oslo supports (classic, quorum, stream fanout, queue-manager names), the
 //! message envelope and `_context_*` codec, the RPC server with its dispatcher
-//! (`NoSuchMethod`, `UnsupportedVersion`), the RPC client (call and cast), the
+//! (`NoSuchMethod`, `UnsupportedVersion`) on a pool of
+//! `executor_thread_pool_size` workers, the RPC client (call and cast), the
 //! notifier, remote-error serialization and the reconnect supervisor.
 //!
 //! Must not know: anything about nova. Method names, versioned objects and the
