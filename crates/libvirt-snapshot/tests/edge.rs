@@ -25,9 +25,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
-use libvirt_snapshot::{CancelToken, QuiescePolicy, SnapshotEngine, SnapshotError, SnapshotRequest, SnapshotStrategy};
+use libvirt_snapshot::{
+    CancelToken, QuiescePolicy, SnapshotEngine, SnapshotError, SnapshotOutcome, SnapshotRequest, SnapshotStrategy,
+};
 use stack_tests::Guest;
-use virt::domain::{DomainPausedReason, DomainState, DomainStateReason};
+use virt::domain::{DomainPausedReason, DomainState, DomainStateEnum, DomainStateReason, DomainStateReasonEnum};
 use virt::enumutil::Enum;
 
 fn request(guest: &Guest, name: &str, strategy: Option<SnapshotStrategy>, required: bool) -> SnapshotRequest {
@@ -72,32 +74,7 @@ fn a_mirror_that_cannot_converge_times_out_and_leaves_the_guest_clean() {
     let guest = boot("lvs-mirror-timeout");
     sh(&guest, WRITER);
     std::thread::sleep(Duration::from_secs(2));
-    let before = guest.domain().block_stats("vda").unwrap().wr_bytes;
-
-    let started = Instant::now();
-    let res = engine.snapshot_blocking(
-        &request(&guest, "timeout", Some(SnapshotStrategy::Mirror), true),
-        &|_| {},
-        &CancelToken::new(),
-    );
-    let took = started.elapsed();
-    let written = guest.domain().block_stats("vda").unwrap().wr_bytes - before;
-    eprintln!(
-        "MEASURE mirror READY deadline {deadline:?}: failed after {took:?}, guest wrote {} MiB meanwhile",
-        written >> 20
-    );
-    match res {
-        Err(SnapshotError::JobTimeout { job, what, waited }) => {
-            assert_eq!((job, what), ("block copy", "become ready"));
-            assert_eq!(waited, deadline);
-        }
-        Err(other) => panic!("expected JobTimeout, got {other:?}"),
-        Ok(out) => panic!("a throttled background mirror converged: {:?}", out.elapsed),
-    }
-    assert!(took >= deadline, "gave up before the deadline: {took:?}");
-    assert!(took < deadline + Duration::from_secs(30), "the abort took too long: {took:?}");
-    assert!(written > 8 << 20, "the guest was not writing: {written} bytes");
-    assert_eq!(guest.fsfreeze_status().unwrap(), "thawed");
+    the_ready_deadline_ends_the_mirror(&engine, &guest, deadline);
     assert_clean(&guest, &engine, &scratch, DomainState::Running);
     sh(&guest, "kill $(cat /tmp/writer.pids); true");
 
@@ -120,6 +97,37 @@ fn a_mirror_that_cannot_converge_times_out_and_leaves_the_guest_clean() {
     assert_clean(&guest, &engine, &scratch, DomainState::Running);
 }
 
+/// A mirror of the writing guest fails with JobTimeout at `deadline` (not
+/// before, not much after), the guest thawed.
+fn the_ready_deadline_ends_the_mirror(engine: &SnapshotEngine, guest: &Guest, deadline: Duration) {
+    let before = guest.domain().block_stats("vda").unwrap().wr_bytes;
+
+    let started = Instant::now();
+    let res = engine.snapshot_blocking(
+        &request(guest, "timeout", Some(SnapshotStrategy::Mirror), true),
+        &|_| {},
+        &CancelToken::new(),
+    );
+    let took = started.elapsed();
+    let written = guest.domain().block_stats("vda").unwrap().wr_bytes - before;
+    eprintln!(
+        "MEASURE mirror READY deadline {deadline:?}: failed after {took:?}, guest wrote {} MiB meanwhile",
+        written >> 20
+    );
+    match res {
+        Err(SnapshotError::JobTimeout { job, what, waited }) => {
+            assert_eq!((job, what), ("block copy", "become ready"));
+            assert_eq!(waited, deadline);
+        }
+        Err(other) => panic!("expected JobTimeout, got {other:?}"),
+        Ok(out) => panic!("a throttled background mirror converged: {:?}", out.elapsed),
+    }
+    assert!(took >= deadline, "gave up before the deadline: {took:?}");
+    assert!(took < deadline + Duration::from_secs(30), "the abort took too long: {took:?}");
+    assert!(written > 8 << 20, "the guest was not writing: {written} bytes");
+    assert_eq!(guest.fsfreeze_status().unwrap(), "thawed");
+}
+
 #[test]
 fn a_user_paused_guest_is_snapshotted_and_left_paused() {
     require_stack();
@@ -133,47 +141,18 @@ fn a_user_paused_guest_is_snapshotted_and_left_paused() {
         .output()
         .unwrap();
     assert!(out.status.success(), "virsh suspend: {}", String::from_utf8_lossy(&out.stderr));
-    let paused_by_user = || {
-        let (state, reason) = guest.domain().state().unwrap();
-        state.known() == Some(DomainState::Paused)
-            && matches!(reason, Enum::Known(DomainStateReason::Paused(Enum::Known(DomainPausedReason::User))))
-    };
-    assert!(paused_by_user());
+    assert!(paused_by_user(&guest));
 
     for (strategy, expected) in
         [(None, SnapshotStrategy::Backup), (Some(SnapshotStrategy::Mirror), SnapshotStrategy::Mirror)]
     {
-        // Sample the domain state throughout the snapshot: never running.
-        let stop = AtomicBool::new(false);
-        let seen = Mutex::new(Vec::new());
-        let res = std::thread::scope(|s| {
-            s.spawn(|| {
-                while !stop.load(Ordering::SeqCst) {
-                    let st = guest.domain().state().unwrap();
-                    if st.0.known() != Some(DomainState::Paused) {
-                        seen.lock().unwrap().push(st);
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            });
-            let res = engine.snapshot_blocking(
-                &request(&guest, &format!("paused-{expected:?}"), strategy, false),
-                &|_| {},
-                &CancelToken::new(),
-            );
-            stop.store(true, Ordering::SeqCst);
-            res
-        });
+        let (res, left_paused) = snapshot_sampling_state(&engine, &guest, strategy, &format!("paused-{expected:?}"));
         let out = res.unwrap_or_else(|e| panic!("{expected:?} of a paused guest: {e}"));
         eprintln!("MEASURE {expected:?} of a paused guest: {:?}", out.elapsed);
         assert_eq!(out.strategy, expected, "a paused guest gets a live snapshot");
         assert!(out.quiesce.is_none(), "a paused guest's agent cannot freeze");
-        assert!(
-            seen.lock().unwrap().is_empty(),
-            "{expected:?}: the guest left the paused state: {:?}",
-            seen.lock().unwrap()
-        );
-        assert!(paused_by_user(), "{expected:?}: the guest must stay paused (user)");
+        assert!(left_paused.is_empty(), "{expected:?}: the guest left the paused state: {left_paused:?}");
+        assert!(paused_by_user(&guest), "{expected:?}: the guest must stay paused (user)");
         assert_standalone(out.image.path());
         let got = read_back_replayed(out.image.path(), "/paused.txt", scratch.dir.path());
         assert_eq!(got.as_deref(), Some(content.as_bytes()), "{expected:?}: data lost");
@@ -186,13 +165,47 @@ fn a_user_paused_guest_is_snapshotted_and_left_paused() {
         Err(SnapshotError::QuiesceFailed { .. }) => {}
         other => panic!("expected QuiesceFailed, got {other:?}"),
     }
-    assert!(paused_by_user());
+    assert!(paused_by_user(&guest));
     assert_clean(&guest, &engine, &scratch, DomainState::Paused);
 
     // Resumed by the user, the guest is whole.
     guest.domain().resume().unwrap();
     guest.wait_for_agent(Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(guest.read_file("/data/paused.txt").unwrap(), content.as_bytes());
+}
+
+/// Paused, and by the user (`virsh suspend`), not by us.
+fn paused_by_user(guest: &Guest) -> bool {
+    let (state, reason) = guest.domain().state().unwrap();
+    state.known() == Some(DomainState::Paused)
+        && matches!(reason, Enum::Known(DomainStateReason::Paused(Enum::Known(DomainPausedReason::User))))
+}
+
+/// A snapshot of `guest` (no quiesce required), with the domain state
+/// sampled every 10 ms throughout: the states seen other than paused.
+fn snapshot_sampling_state(
+    engine: &SnapshotEngine,
+    guest: &Guest,
+    strategy: Option<SnapshotStrategy>,
+    name: &str,
+) -> (Result<SnapshotOutcome, SnapshotError>, Vec<(DomainStateEnum, DomainStateReasonEnum)>) {
+    let stop = AtomicBool::new(false);
+    let seen = Mutex::new(Vec::new());
+    let res = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::SeqCst) {
+                let st = guest.domain().state().unwrap();
+                if st.0.known() != Some(DomainState::Paused) {
+                    seen.lock().unwrap().push(st);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        let res = engine.snapshot_blocking(&request(guest, name, strategy, false), &|_| {}, &CancelToken::new());
+        stop.store(true, Ordering::SeqCst);
+        res
+    });
+    (res, seen.into_inner().unwrap())
 }
 
 #[test]

@@ -24,7 +24,7 @@ use libvirt_snapshot::{
     CancelToken, EngineConfig, QuiescePolicy, SnapshotEngine, SnapshotError, SnapshotRequest, SnapshotStrategy,
 };
 use stack_tests::{
-    libvirt_auth_file, libvirt_pki_dir, libvirt_tls_uri, require, stack_dir, Component, LIBVIRT_TCP_URI,
+    libvirt_auth_file, libvirt_pki_dir, libvirt_tls_uri, require, stack_dir, Component, Guest, LIBVIRT_TCP_URI,
 };
 
 /// Points libvirt's auth.conf lookup at the stack's file (what Kolla puts in
@@ -82,60 +82,67 @@ fn live_snapshots_over_qemu_tcp_and_qemu_tls() {
     require(&[Component::LibvirtListeners]);
     let scratch = Scratch::new("lvs-remote-");
     let guest = boot("lvs-remote");
-    let uuid = guest.uuid().to_string();
     let tls_uri = libvirt_tls_uri(&libvirt_pki_dir());
 
     for (transport, uri) in [("tcp", LIBVIRT_TCP_URI), ("tls", tls_uri.as_str())] {
-        let before = client_ids(transport);
-        let opened = std::time::Instant::now();
-        let engine =
-            SnapshotEngine::open(remote_config(&scratch, uri)).unwrap_or_else(|e| panic!("engine over {uri}: {e}"));
-        eprintln!("MEASURE open over {transport}: {:?}", opened.elapsed());
-        assert_eq!(engine.hypervisor().uri(), uri);
-        let new: Vec<String> = client_ids(transport).into_iter().filter(|id| !before.contains(id)).collect();
-        assert!(!new.is_empty(), "libvirtd shows no new {transport} client for the engine");
-        if transport == "tcp" {
-            // auth_tcp = "sasl": the engine answered SASL from auth.conf.
-            let users: Vec<Option<String>> = new.iter().map(|id| sasl_user(id)).collect();
-            assert!(
-                users.iter().any(|u| u.as_deref() == Some("nova")),
-                "the engine's tcp client is not SASL user nova: {users:?}"
-            );
-        }
-        assert!(engine.hypervisor().keepalive_enabled(), "keepalive must be on over {transport}");
-        assert_eq!(engine.hypervisor().versions().unwrap().hypervisor_type, "QEMU");
-
-        // Written without sync: only the quiesce (through the remote
-        // connection) puts it on the disk before the point in time.
-        let file = format!("remote-{transport}.txt");
-        let content = format!("{transport} {}\n", uuid::Uuid::new_v4());
-        sh(&guest, &format!("printf '%s' '{content}' > /data/{file}"));
-        let req = SnapshotRequest {
-            instance_uuid: uuid.clone(),
-            name: format!("remote-{transport}"),
-            quiesce: QuiescePolicy { agent_enabled: true, required: true },
-            strategy: None,
-        };
-        let out = engine
-            .snapshot_blocking(&req, &|_| {}, &CancelToken::new())
-            .unwrap_or_else(|e| panic!("snapshot over {uri}: {e}"));
-        eprintln!(
-            "MEASURE snapshot over {transport}: {:?}, freeze window {:?}",
-            out.elapsed,
-            out.quiesce.map(|w| w.duration)
-        );
-        assert_eq!(out.strategy, SnapshotStrategy::Backup, "the default live strategy");
-        assert!(out.quiesce.is_some_and(|w| w.filesystems >= 1));
-        assert_standalone(out.image.path());
-        let got = read_back_replayed(out.image.path(), &format!("/{file}"), scratch.dir.path());
-        assert_eq!(got.as_deref(), Some(content.as_bytes()), "{transport}: the guest's file is not in the image");
-        assert_eq!(guest.fsfreeze_status().unwrap(), "thawed");
-        drop(out);
+        let engine = open_over(&scratch, transport, uri);
+        a_quiesced_snapshot_over(&engine, &guest, &scratch, transport);
         drop(engine);
         assert!(scratch.leftovers().is_empty(), "temp files left: {:?}", scratch.leftovers());
         assert!(scratch.journal_records().is_empty());
     }
     assert!(guest.domain().is_persistent().unwrap());
+}
+
+/// An engine over `uri`: a new libvirtd client (SASL user nova over tcp),
+/// with keepalive, talking to QEMU.
+fn open_over(scratch: &Scratch, transport: &str, uri: &str) -> SnapshotEngine {
+    let before = client_ids(transport);
+    let opened = std::time::Instant::now();
+    let engine = SnapshotEngine::open(remote_config(scratch, uri)).unwrap_or_else(|e| panic!("engine over {uri}: {e}"));
+    eprintln!("MEASURE open over {transport}: {:?}", opened.elapsed());
+    assert_eq!(engine.hypervisor().uri(), uri);
+    let new: Vec<String> = client_ids(transport).into_iter().filter(|id| !before.contains(id)).collect();
+    assert!(!new.is_empty(), "libvirtd shows no new {transport} client for the engine");
+    if transport == "tcp" {
+        // auth_tcp = "sasl": the engine answered SASL from auth.conf.
+        let users: Vec<Option<String>> = new.iter().map(|id| sasl_user(id)).collect();
+        assert!(
+            users.iter().any(|u| u.as_deref() == Some("nova")),
+            "the engine's tcp client is not SASL user nova: {users:?}"
+        );
+    }
+    assert!(engine.hypervisor().keepalive_enabled(), "keepalive must be on over {transport}");
+    assert_eq!(engine.hypervisor().versions().unwrap().hypervisor_type, "QEMU");
+    engine
+}
+
+/// Written without sync: only the quiesce (through the remote connection)
+/// puts the file on the disk before the point in time.
+fn a_quiesced_snapshot_over(engine: &SnapshotEngine, guest: &Guest, scratch: &Scratch, transport: &str) {
+    let file = format!("remote-{transport}.txt");
+    let content = format!("{transport} {}\n", uuid::Uuid::new_v4());
+    sh(guest, &format!("printf '%s' '{content}' > /data/{file}"));
+    let req = SnapshotRequest {
+        instance_uuid: guest.uuid().to_string(),
+        name: format!("remote-{transport}"),
+        quiesce: QuiescePolicy { agent_enabled: true, required: true },
+        strategy: None,
+    };
+    let out = engine
+        .snapshot_blocking(&req, &|_| {}, &CancelToken::new())
+        .unwrap_or_else(|e| panic!("snapshot over {transport}: {e}"));
+    eprintln!(
+        "MEASURE snapshot over {transport}: {:?}, freeze window {:?}",
+        out.elapsed,
+        out.quiesce.map(|w| w.duration)
+    );
+    assert_eq!(out.strategy, SnapshotStrategy::Backup, "the default live strategy");
+    assert!(out.quiesce.is_some_and(|w| w.filesystems >= 1));
+    assert_standalone(out.image.path());
+    let got = read_back_replayed(out.image.path(), &format!("/{file}"), scratch.dir.path());
+    assert_eq!(got.as_deref(), Some(content.as_bytes()), "{transport}: the guest's file is not in the image");
+    assert_eq!(guest.fsfreeze_status().unwrap(), "thawed");
 }
 
 /// A private pkipath with the stack's client certificate and key and `ca`
