@@ -1,6 +1,6 @@
 //! Real-guest edge cases of the live strategies:
 //!
-//! * the mirror's READY deadline (DESIGN lesson 2): a guest writing
+//! * the mirror's READY deadline (lesson 2 in docs/architecture.md): a guest writing
 //!   continuously, the mirror in non-write-blocking mode and throttled, so it
 //!   cannot converge — the snapshot fails with `JobTimeout` after the
 //!   configured deadline, and the domain is left persistent, running,

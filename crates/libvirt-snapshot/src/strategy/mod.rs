@@ -1,5 +1,5 @@
-//! The snapshot strategies and how one is chosen (DESIGN.md "Snapshot
-//! strategies"): `backup` (libvirt backup API, the default live strategy),
+//! The snapshot strategies and how one is chosen (docs/snapshot-engine.md):
+//! `backup` (libvirt backup API, the default live strategy),
 //! `mirror` (nova-compatible shallow block copy) and `cold` (pause → copy →
 //! resume, or a direct copy of a shut-off guest).
 //!
