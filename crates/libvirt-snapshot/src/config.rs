@@ -26,7 +26,7 @@ pub struct EngineConfig {
     pub snapshot_compression: bool,
     /// `[workarounds] disable_libvirt_livesnapshot`.
     pub disable_libvirt_livesnapshot: bool,
-    /// `[libvirt] live_snapshot_strategy`.
+    /// `[snapshot_engine] live_strategy`.
     pub live_strategy: LiveStrategy,
     /// Mirror in write-blocking (active) mode: converges under any write load.
     pub mirror_write_blocking: bool,
@@ -59,7 +59,7 @@ impl Default for EngineConfig {
     }
 }
 
-/// The preferred live strategy (`[libvirt] live_snapshot_strategy`, our
+/// The preferred live strategy (`[snapshot_engine] live_strategy`, our
 /// extension): tried first when the host supports it, else the other one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -53,7 +53,7 @@ impl SnapshotStrategy {
 pub struct SelectionInput<'a> {
     /// `[workarounds] disable_libvirt_livesnapshot`: always cold.
     pub disable_libvirt_livesnapshot: bool,
-    /// `[libvirt] live_snapshot_strategy`.
+    /// `[snapshot_engine] live_strategy`.
     pub preferred: LiveStrategy,
     /// The domain's state now (a shut-off or crashed guest is copied cold).
     pub domain_state: DomainState,
