@@ -349,10 +349,10 @@ async fn monitor(weak: Weak<Session>) {
                     // 406 on a declare) here; that costs the channel, not the
                     // connection, and must not reconnect everything.
                     if weak.upgrade().is_some_and(|s| s.connection.status().connected()) {
-                        debug!(error = %e, "AMQP channel closed by the broker; the connection is up");
+                        debug!(error = %Chain(&e), "AMQP channel closed by the broker; the connection is up");
                         continue;
                     }
-                    warn!(error = %e, "AMQP connection error");
+                    warn!(error = %Chain(&e), "AMQP connection error");
                     break;
                 }
                 Some(Event::ConnectionBlocked(reason)) => error!(reason, "the broker has blocked the connection"),
@@ -659,7 +659,7 @@ async fn pump(
                 }
             }
             Some(Err(e)) => {
-                warn!(queue, error = %e, "consumer failed");
+                warn!(queue, error = %Chain(&e), "consumer failed");
                 break false;
             }
             None => break true,

@@ -91,6 +91,16 @@ pub enum Error {
     /// A received message could not be decoded.
     #[error("cannot decode message")]
     Decode(#[from] DecodeError),
+    /// A call's result does not have the type the caller asked for
+    /// ([`crate::RpcClient::call_as`]).
+    #[error("unexpected result of {method}")]
+    UnexpectedResult {
+        /// The method called.
+        method: String,
+        /// The deserialization error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The transport, server or client was stopped.
     #[error("the messaging transport is closed")]
     Closed,

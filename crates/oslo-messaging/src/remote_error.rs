@@ -108,7 +108,7 @@ impl RemoteError {
 
     /// Parses a `failure` string; tolerates oslo's `_Remote` class suffixes.
     pub fn from_failure_string(failure: &str) -> Result<Self, DecodeError> {
-        let mut me: Self = serde_json::from_str(failure).map_err(|e| DecodeError::Failure(e.to_string()))?;
+        let mut me: Self = serde_json::from_str(failure).map_err(|e| DecodeError::Failure(std::sync::Arc::new(e)))?;
         if let (Some(c), Some(m)) = (me.class.strip_suffix("_Remote"), me.module.strip_suffix("_Remote")) {
             (me.class, me.module) = (c.to_owned(), m.to_owned());
         }

@@ -124,8 +124,7 @@ impl RpcClient {
         args: A,
     ) -> Result<R, Error> {
         let v = self.call(ctx, method, args).await?;
-        serde_json::from_value(v)
-            .map_err(|e| Error::Decode(codec::DecodeError::Failure(format!("unexpected result of {method}: {e}"))))
+        serde_json::from_value(v).map_err(|source| Error::UnexpectedResult { method: method.to_owned(), source })
     }
 
     async fn wait_reply(

@@ -8,6 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use error_chain::Chain;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -86,7 +87,7 @@ impl ReplyWaiter {
         let reply = match decoded {
             Ok(r) => r,
             Err(reason) => {
-                warn!(queue, %reason, "dropping malformed reply");
+                warn!(queue, reason = %Chain(&reason), "dropping malformed reply");
                 let _ = delivery.acker.reject(BasicRejectOptions { requeue: false }).await;
                 return;
             }

@@ -188,16 +188,16 @@ async fn accept(shared: &Shared, incoming: Incoming) -> Option<Request> {
     let request = match decoded {
         Ok(r) => r,
         Err(reason) => {
-            warn!(queue, bytes = delivery.data.len(), %reason, "dropping malformed RPC message");
+            warn!(queue, bytes = delivery.data.len(), reason = %Chain(&reason), "dropping malformed RPC message");
             if let Err(e) = delivery.acker.reject(BasicRejectOptions { requeue: false }).await {
-                warn!(queue, error = %e, "failed to reject malformed message");
+                warn!(queue, error = %Chain(&e), "failed to reject malformed message");
             }
             return None;
         }
     };
     // oslo acks RPC requests on delivery, before dispatch (at-most-once).
     if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-        warn!(queue, method = %request.method, error = %e, "discarding RPC request due to failed acknowledge");
+        warn!(queue, method = %request.method, error = %Chain(&e), "discarding RPC request due to failed acknowledge");
         return None;
     }
     if is_duplicate(shared, request.unique_id.as_deref()) {
