@@ -263,6 +263,16 @@ pub enum KeystoneError {
         /// Why, as the server put it (one line).
         reason: String,
     },
+
+    /// The token response body is not JSON.
+    #[error("token response from {auth_url} is not JSON")]
+    NotJson {
+        /// The token URL.
+        auth_url: String,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// Everything a Cinder call can fail with, named after the nova exceptions `nova/volume/cinder.py`

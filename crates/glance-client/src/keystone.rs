@@ -109,7 +109,8 @@ impl ServiceTokenSource {
         }
         let malformed = |reason: &str| KeystoneError::Malformed { auth_url: url.clone(), reason: reason.to_owned() };
         let id = subject.ok_or_else(|| malformed("no X-Subject-Token header"))?;
-        let json: Value = serde_json::from_str(&body).map_err(|_| malformed("body is not JSON"))?;
+        let json: Value =
+            serde_json::from_str(&body).map_err(|source| KeystoneError::NotJson { auth_url: url.clone(), source })?;
         let expires_at = json
             .pointer("/token/expires_at")
             .and_then(Value::as_str)
