@@ -6,7 +6,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{legacy_publisher, payload_primitive, versioned_publisher, Notification, NotificationKind};
+use super::{by_policy, payload_primitive, Notification};
 use super::{NotificationPolicy, Priority};
 
 /// `ExceptionPayload.VERSION` in nova 34.
@@ -43,26 +43,12 @@ pub fn exception_notifications(
     call_args: Value,
     exc: &ExceptionInfo<'_>,
 ) -> Vec<Notification> {
-    let mut out = Vec::new();
-    if policy.legacy {
-        out.push(Notification {
-            kind: NotificationKind::Legacy,
-            publisher_id: legacy_publisher(host),
-            event_type: function_name.to_owned(),
-            priority: Priority::Error,
-            payload: json!({ "exception": { "kwargs": exc.kwargs }, "args": cleanse(call_args) }),
-        });
-    }
-    if policy.versioned {
-        out.push(Notification {
-            kind: NotificationKind::Versioned,
-            publisher_id: versioned_publisher(host),
-            event_type: "compute.exception".into(),
-            priority: Priority::Error,
-            payload: exception_payload(function_name, exc),
-        });
-    }
-    out
+    let legacy = || {
+        let payload = json!({ "exception": { "kwargs": exc.kwargs }, "args": cleanse(call_args) });
+        (function_name.to_owned(), payload)
+    };
+    let versioned = || ("compute.exception".to_owned(), exception_payload(function_name, exc));
+    by_policy(policy, host, Priority::Error, legacy, versioned)
 }
 
 /// `ExceptionPayload(module_name, function_name, exception,
@@ -87,6 +73,7 @@ fn cleanse(args: Value) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use super::super::NotificationKind;
     use super::*;
 
     fn info<'a>(kwargs: &'a Map<String, Value>) -> ExceptionInfo<'a> {

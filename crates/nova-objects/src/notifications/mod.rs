@@ -125,23 +125,44 @@ pub fn snapshot_notifications(
     snapshot_image_id: &str,
     opts: &PayloadOptions,
 ) -> Vec<Notification> {
+    let phase = phase.as_str();
+    let legacy =
+        || (format!("compute.instance.snapshot.{phase}"), Value::Object(info_from_instance(ctx, instance, opts)));
+    let versioned = || {
+        (format!("instance.snapshot.{phase}"), instance_action_snapshot_payload(ctx, instance, snapshot_image_id, opts))
+    };
+    by_policy(policy, host, Priority::Info, legacy, versioned)
+}
+
+/// One event as `policy` sends it: the legacy notification (its event
+/// type and payload from `legacy`), then the versioned one (from
+/// `versioned`); a payload is built only when its family is on.
+fn by_policy(
+    policy: &NotificationPolicy,
+    host: &str,
+    priority: Priority,
+    legacy: impl FnOnce() -> (String, Value),
+    versioned: impl FnOnce() -> (String, Value),
+) -> Vec<Notification> {
     let mut out = Vec::new();
     if policy.legacy {
+        let (event_type, payload) = legacy();
         out.push(Notification {
             kind: NotificationKind::Legacy,
             publisher_id: legacy_publisher(host),
-            event_type: format!("compute.instance.snapshot.{}", phase.as_str()),
-            priority: Priority::Info,
-            payload: Value::Object(info_from_instance(ctx, instance, opts)),
+            event_type,
+            priority,
+            payload,
         });
     }
     if policy.versioned {
+        let (event_type, payload) = versioned();
         out.push(Notification {
             kind: NotificationKind::Versioned,
             publisher_id: versioned_publisher(host),
-            event_type: format!("instance.snapshot.{}", phase.as_str()),
-            priority: Priority::Info,
-            payload: instance_action_snapshot_payload(ctx, instance, snapshot_image_id, opts),
+            event_type,
+            priority,
+            payload,
         });
     }
     out
