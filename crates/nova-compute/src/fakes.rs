@@ -69,13 +69,13 @@ fn nova_failure(class: &str, kwargs: Value) -> TransportError {
 impl FakeConductor {
     fn save(&self, objinst: &Value, kwargs: &Map<String, Value>) -> Result<Value, TransportError> {
         let mut db = self.0.lock().unwrap();
-        if db.deleted {
-            return Err(nova_failure("InstanceNotFound", json!({"instance_id": "x"})));
-        }
         let expected = kwargs.get("expected_task_state").cloned();
         let changes = objinst["nova_object.changes"].as_array().cloned().unwrap_or_default();
         let written = objinst["nova_object.data"]["task_state"].as_str().map(str::to_owned);
         db.saves.push((written.clone(), expected.clone()));
+        if db.deleted {
+            return Err(nova_failure("InstanceNotFound", json!({"instance_id": "x"})));
+        }
         if let Some((n, class)) = db.fail_save {
             if db.saves.len() == n + 1 {
                 return Err(nova_failure(class, json!({"instance_id": "x"})));

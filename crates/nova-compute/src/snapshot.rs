@@ -31,7 +31,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::concurrency::aborted;
 use crate::context::Request;
-use crate::decorators::{Decorators, EventReporter};
+use crate::decorators::{revert_task_state, Decorators, EventReporter};
 use crate::driver::ExtractedImage;
 use crate::exceptions::ComputeError;
 use crate::manager::ComputeManager;
@@ -128,7 +128,7 @@ impl<'a> SnapshotJob<'a> {
         }
         if err.is_image_not_found() {
             warn!("Image not found during snapshot: {}", Chain(&err));
-            crate::decorators::revert_task_state(self.m, &self.req, instance).await;
+            revert_task_state(self.m, &self.req, instance).await;
             return Ok(());
         }
         let args = json!({
@@ -427,6 +427,18 @@ mod tests {
         let db = f.db.lock().unwrap();
         assert!(db.faults.is_empty());
         assert_eq!(db.task_state.as_deref(), Some("deleting"));
+        assert_eq!(db.events.last(), Some(&("event_finish_with_failure".to_owned(), false)));
+        assert!(f.event_types().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_instance_gone_before_the_claim_ends_quietly() {
+        let f = Fixture::new(Some("image_snapshot_pending"), queued(), FakeDriver::default());
+        f.db.lock().unwrap().deleted = true;
+        snapshot(&f).await;
+        let db = f.db.lock().unwrap();
+        assert_eq!(db.saves.len(), 1, "only the claim was tried");
+        assert!(db.faults.is_empty());
         assert_eq!(db.events.last(), Some(&("event_finish_with_failure".to_owned(), false)));
         assert!(f.event_types().is_empty());
     }
