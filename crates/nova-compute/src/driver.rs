@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use libvirt_snapshot::{
     DomainState, ImageFormat, Progress, ProgressFn, QuiescePolicy, SnapshotEngine, SnapshotError, SnapshotOutcome,
@@ -27,16 +28,33 @@ pub struct ExtractedImage {
     pub format: ImageFormat,
     /// Its size in bytes.
     pub size: u64,
-    /// How it was taken, for the log line: strategy, time, freeze window.
-    pub summary: String,
+    /// How it was taken, for the log line (`Backup`, `Mirror`, `Cold`).
+    pub strategy: String,
+    /// How long the copy took.
+    pub elapsed: Duration,
+    /// How long the guest's filesystems were frozen, when they were.
+    pub frozen: Option<Duration>,
     /// Keeps the engine's work directory and journal record alive.
     _keep: Box<dyn Send + Sync>,
 }
 
 impl ExtractedImage {
-    /// An image whose files live as long as `keep`.
-    pub fn new(path: PathBuf, format: ImageFormat, size: u64, summary: String, keep: Box<dyn Send + Sync>) -> Self {
-        ExtractedImage { path, format, size, summary, _keep: keep }
+    /// An image at `path` whose files live as long as `keep`.
+    pub fn new(path: PathBuf, format: ImageFormat, size: u64, keep: Box<dyn Send + Sync>) -> Self {
+        let (strategy, elapsed, frozen) = (String::new(), Duration::ZERO, None);
+        ExtractedImage { path, format, size, strategy, elapsed, frozen, _keep: keep }
+    }
+
+    /// The line operators (and deploy/bench) read: `Snapshot extracted
+    /// (Backup, qcow2, N bytes) in 2.52s, guest frozen 95 ms`.
+    pub fn log_line(&self) -> String {
+        let frozen = self.frozen.map(|d| format!(", guest frozen {} ms", d.as_millis())).unwrap_or_default();
+        let (strategy, format) = (&self.strategy, self.format.as_str());
+        format!(
+            "Snapshot extracted ({strategy}, {format}, {} bytes) in {:.2}s{frozen}",
+            self.size,
+            self.elapsed.as_secs_f64()
+        )
     }
 }
 
@@ -104,11 +122,10 @@ fn nova_power_state(state: DomainState) -> PowerState {
 
 fn extracted(outcome: SnapshotOutcome) -> Result<ExtractedImage, SnapshotError> {
     let size = outcome.image.size()?;
-    let frozen =
-        outcome.quiesce.as_ref().map(|w| format!(", guest frozen {} ms", w.duration.as_millis())).unwrap_or_default();
-    let summary = format!("{:?} in {:.2}s{frozen}", outcome.strategy, outcome.elapsed.as_secs_f64());
+    let (strategy, elapsed) = (format!("{:?}", outcome.strategy), outcome.elapsed);
+    let frozen = outcome.quiesce.as_ref().map(|w| w.duration);
     let (path, format) = (outcome.image.path().to_owned(), outcome.image.format());
-    Ok(ExtractedImage::new(path, format, size, summary, Box::new(outcome)))
+    Ok(ExtractedImage { strategy, elapsed, frozen, ..ExtractedImage::new(path, format, size, Box::new(outcome)) })
 }
 
 impl VirtDriver for LibvirtDriver {
@@ -153,5 +170,26 @@ impl VirtDriver for LibvirtDriver {
                 kept: report.kept,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_extracted_line_keeps_the_shape_operators_and_the_bench_parse() {
+        let image = ExtractedImage {
+            strategy: "Backup".into(),
+            elapsed: Duration::from_millis(2520),
+            frozen: Some(Duration::from_millis(95)),
+            ..ExtractedImage::new("/tmp/x".into(), ImageFormat::Qcow2, 823721984, Box::new(()))
+        };
+        assert_eq!(
+            image.log_line(),
+            "Snapshot extracted (Backup, qcow2, 823721984 bytes) in 2.52s, guest frozen 95 ms"
+        );
+        let unfrozen = ExtractedImage { frozen: None, ..image };
+        assert_eq!(unfrozen.log_line(), "Snapshot extracted (Backup, qcow2, 823721984 bytes) in 2.52s");
     }
 }

@@ -297,7 +297,7 @@ impl VirtDriver for FakeDriver {
             }
             let path: PathBuf = self.dir.path().join(&request.name);
             std::fs::write(&path, b"QFI\xfb fake image").unwrap();
-            Ok(ExtractedImage::new(path, ImageFormat::Qcow2, 14, "fake".into(), Box::new(())))
+            Ok(ExtractedImage::new(path, ImageFormat::Qcow2, 14, Box::new(())))
         })
     }
 

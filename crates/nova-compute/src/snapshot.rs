@@ -215,7 +215,7 @@ impl<'a> SnapshotJob<'a> {
             strategy: None,
         };
         let image = self.take_snapshot(request, abort).await?;
-        info!("Snapshot extracted ({}, {} bytes): {}", image.format.as_str(), image.size, image.summary);
+        info!("{}", image.log_line());
         Ok(image)
     }
 
