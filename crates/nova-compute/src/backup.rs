@@ -45,7 +45,7 @@ pub async fn backup_instance(m: &Arc<ComputeManager>, req: Request, backup: Back
         let result = match job.run(&mut instance, &mut tracked.abort).await {
             Err(err) => {
                 debug!("backup failed before rotation: {}", Chain(&err));
-                Decorators::delete_image_on_error(image_id).unwind(m, &req, &mut instance, &err, None).await;
+                Decorators::_do_snapshot_instance(image_id).unwind(m, &req, &mut instance, &err).await;
                 Err(err)
             }
             Ok(()) => rotate_backups(m, &req, &mut instance, backup_type, *rotation).await,
@@ -55,7 +55,7 @@ pub async fn backup_instance(m: &Arc<ComputeManager>, req: Request, backup: Back
             Err(err) => {
                 let args =
                     json!({"image_id": image_id, "instance": uuid, "backup_type": backup_type, "rotation": rotation});
-                Decorators::full("backup_instance", args, None).unwind(m, &req, &mut instance, &err, Some(event)).await;
+                Decorators::backup_instance(args, event).unwind(m, &req, &mut instance, &err).await;
             }
         }
     }
@@ -75,11 +75,11 @@ async fn rotate_backups(
     rotation: i64,
 ) -> Result<(), ComputeError> {
     let query = ImageQuery::backups(instance.uuid(), backup_type);
-    let mut images = match m.image_api.list(&req.glance, &query).await {
+    let mut images = match m.image_api.list(&req.auth, &query).await {
         Ok(images) => images,
         Err(e) => {
             let err = ComputeError::from(e);
-            Decorators::wrap_instance_fault().unwind(m, req, instance, &err, None).await;
+            Decorators::_rotate_backups().unwind(m, req, instance, &err).await;
             return Err(err);
         }
     };
@@ -92,7 +92,7 @@ async fn rotate_backups(
         // The list is newest first: pop() takes the oldest.
         let Some(image) = images.pop() else { break };
         debug!("Deleting image {}", image.id);
-        match m.image_api.delete(&req.glance, &image.id).await {
+        match m.image_api.delete(&req.auth, &image.id).await {
             Ok(()) => info!("Deleted backup image {} (rotation {rotation})", image.id),
             Err(GlanceError::ImageNotFound { .. }) => info!("Failed to find image {} to delete", image.id),
             Err(e) => info!(
@@ -133,7 +133,7 @@ mod cascade {
     use crate::fakes::{vector_instance, FakeDriver, FakeImages, Fixture};
 
     fn req() -> Request {
-        Request { ctx: nova_objects::RequestContext::admin(), glance: glance_client::RequestContext::default() }
+        Request { ctx: nova_objects::RequestContext::admin(), auth: glance_client::RequestContext::default() }
     }
 
     /// Two older daily backups and the reserved image "b3" (ids sort by age).

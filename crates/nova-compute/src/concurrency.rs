@@ -1,12 +1,17 @@
 //! Limits and in-flight tracking.
 //!
-//! - `[DEFAULT] max_concurrent_snapshots`: nova's `_snapshot_semaphore`
-//!   (0, deprecated, means unlimited);
+//! - `[DEFAULT] max_concurrent_snapshots`: nova's eventlet-mode
+//!   `_snapshot_semaphore` around `snapshot_instance` jobs (0, deprecated,
+//!   is unlimited here; nova maps it to its executor's size); backups run
+//!   on the RPC worker and are not counted, as in nova;
 //! - `[compute] max_concurrent_disk_ops`: nova's `disk_ops_semaphore`
 //!   around the upload (0 = unlimited);
-//! - one snapshot per instance at a time: nova relies on the API's task-state
-//!   precondition only; a duplicate cast (redelivery, a second API racing)
-//!   waits here instead of copying the same disk twice;
+//! - one snapshot or backup per instance at a time: nova relies on the
+//!   API's task-state precondition only. A second job for the same instance
+//!   waits here for the first instead of copying the same disk twice (a
+//!   duplicate `snapshot_instance` cast fails its claim before it gets
+//!   here, and its `delete_image_on_error` deletes the image, as in nova —
+//!   issue 13);
 //! - every running snapshot is registered, so a stop can wait for them for
 //!   a grace period and then cancel them (nova's `_start_recorded_task`).
 
@@ -15,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{watch, Notify, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
-/// The limits every snapshot and backup goes through.
+/// The limits snapshots and backups go through.
 #[derive(Debug)]
 pub struct Limits {
     /// `[DEFAULT] max_concurrent_snapshots`.

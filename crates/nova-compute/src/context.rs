@@ -1,8 +1,9 @@
 //! nova's `RequestContext` for one RPC request, in the two shapes the
 //! crates below need: the full `_context_*` map (forwarded verbatim on every
 //! conductor call, so the conductor finds the instance action by request id)
-//! and the three values Glance calls need (the user's token, the global
-//! request id, the service catalog), as nova's `image.glance` takes them.
+//! and what the HTTP services' calls need (the user's token, the global
+//! request id, the service catalog, the project), as nova's `image.glance`
+//! and `volume.cinder` take them from the same context.
 
 use nova_objects::RequestContext;
 use oslo_messaging::Context;
@@ -11,20 +12,23 @@ use serde_json::Value;
 /// One request's identity, as received.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// The context conductor calls and notifications carry.
     pub ctx: RequestContext,
-    pub glance: glance_client::RequestContext,
+    /// The user's credentials for Glance and Cinder calls.
+    pub auth: glance_client::RequestContext,
 }
 
 impl Request {
+    /// The identity of one RPC message.
     pub fn from_rpc(ctx: Context) -> Self {
         let ctx = RequestContext::from(ctx);
-        let glance = glance_context(&ctx);
-        Request { ctx, glance }
+        let auth = http_auth(&ctx);
+        Request { ctx, auth }
     }
 
-    /// `context.elevated()`: admin for conductor calls, same user token for Glance.
+    /// `context.elevated()`: admin for conductor calls, the same user token for Glance and Cinder.
     pub fn elevated(&self) -> Self {
-        Request { ctx: self.ctx.elevated(), glance: self.glance.clone() }
+        Request { ctx: self.ctx.elevated(), auth: self.auth.clone() }
     }
 
     pub fn request_id(&self) -> &str {
@@ -65,9 +69,9 @@ impl Request {
     }
 }
 
-/// nova's glance client auth: the user's token and catalog from the context;
-/// `X-OpenStack-Request-ID` is the global id, else the request id.
-fn glance_context(ctx: &RequestContext) -> glance_client::RequestContext {
+/// nova's Glance and Cinder client auth: the user's token and catalog from
+/// the context; `X-OpenStack-Request-ID` is the global id, else the request id.
+fn http_auth(ctx: &RequestContext) -> glance_client::RequestContext {
     let catalog = ctx.get("service_catalog").cloned().unwrap_or(Value::Null);
     glance_client::RequestContext {
         auth_token: ctx.auth_token().map(str::to_owned),

@@ -20,7 +20,9 @@
 //! never hides the original error.
 
 use error_chain::Chain;
-use nova_objects::{ConductorError, EventOutcome, ExpectedTaskState, Instance, InstanceActionEvent, InstanceFault};
+use nova_objects::{
+    ConductorError, EventOutcome, ExpectedTaskState, Instance, InstanceActionEvent, InstanceFault, TaskState,
+};
 use serde_json::Value;
 use tracing::{debug, error, info, warn};
 
@@ -28,51 +30,88 @@ use crate::context::Request;
 use crate::exceptions::{ComputeError, NovaException};
 use crate::manager::ComputeManager;
 
-/// The decorators around one handler.
-#[derive(Debug, Clone, Default)]
-pub struct Decorators {
+/// How `@reverts_task_state` puts the task state back.
+#[derive(Debug, Clone, Copy)]
+pub enum Revert {
+    /// nova's: task_state None, whatever it is now (`_instance_update`).
+    ToNone,
+    /// Ours, for casts this service does not serve: None only while the
+    /// task state is still the one read (a concurrent change wins).
+    ToNoneFrom(TaskState),
+}
+
+/// The decorators around one handler, as nova stacks them; each
+/// constructor is one of nova's functions and says its stack.
+#[derive(Default)]
+pub struct Decorators<'a> {
     /// `@wrap_exception`: the function name nova's notification carries,
-    /// and its arguments; `None` when the handler has no such decorator.
+    /// and its arguments.
     pub wrap_exception: Option<(String, Value)>,
     /// `@reverts_task_state`.
-    pub reverts_task_state: bool,
+    pub reverts_task_state: Option<Revert>,
+    /// `@wrap_instance_event`, started before the body ran.
+    pub wrap_instance_event: Option<EventReporter<'a>>,
     /// `@wrap_instance_fault`.
     pub wrap_instance_fault: bool,
     /// `@delete_image_on_error`, with the image to delete.
     pub delete_image_on_error: Option<String>,
 }
 
-impl Decorators {
-    /// nova's full stack (`snapshot_instance`, `_snapshot_instance`,
-    /// `backup_instance`): every decorator, the image deleted when given.
-    pub fn full(function: &str, call_args: Value, image_id: Option<&str>) -> Self {
+impl<'a> Decorators<'a> {
+    /// `snapshot_instance`: `@wrap_exception @reverts_task_state
+    /// @wrap_instance_event @wrap_instance_fault @delete_image_on_error`.
+    pub fn snapshot_instance(call_args: Value, event: EventReporter<'a>, image_id: &str) -> Self {
         Decorators {
-            wrap_exception: Some((function.to_owned(), call_args)),
-            reverts_task_state: true,
+            wrap_exception: Some(("snapshot_instance".into(), call_args)),
+            reverts_task_state: Some(Revert::ToNone),
+            wrap_instance_event: Some(event),
             wrap_instance_fault: true,
-            delete_image_on_error: image_id.map(str::to_owned),
+            delete_image_on_error: Some(image_id.to_owned()),
         }
     }
 
-    /// `@delete_image_on_error` alone (`_do_snapshot_instance`).
-    pub fn delete_image_on_error(image_id: &str) -> Self {
+    /// `_snapshot_instance`: `@wrap_exception @reverts_task_state
+    /// @wrap_instance_fault @delete_image_on_error` (no action event).
+    pub fn _snapshot_instance(call_args: Value, image_id: &str) -> Self {
+        Decorators {
+            wrap_exception: Some(("_snapshot_instance".into(), call_args)),
+            reverts_task_state: Some(Revert::ToNone),
+            wrap_instance_fault: true,
+            delete_image_on_error: Some(image_id.to_owned()),
+            ..Decorators::default()
+        }
+    }
+
+    /// `_do_snapshot_instance`: `@delete_image_on_error` alone.
+    pub fn _do_snapshot_instance(image_id: &str) -> Self {
         Decorators { delete_image_on_error: Some(image_id.to_owned()), ..Decorators::default() }
     }
 
-    /// `@wrap_instance_fault` alone (`_rotate_backups`).
-    pub fn wrap_instance_fault() -> Self {
+    /// `backup_instance`: `@wrap_exception @reverts_task_state
+    /// @wrap_instance_event @wrap_instance_fault` (the image is deleted one
+    /// level down, by `_do_snapshot_instance`).
+    pub fn backup_instance(call_args: Value, event: EventReporter<'a>) -> Self {
+        Decorators {
+            wrap_exception: Some(("backup_instance".into(), call_args)),
+            reverts_task_state: Some(Revert::ToNone),
+            wrap_instance_event: Some(event),
+            wrap_instance_fault: true,
+            ..Decorators::default()
+        }
+    }
+
+    /// `_rotate_backups`: `@wrap_instance_fault` alone.
+    pub fn _rotate_backups() -> Self {
         Decorators { wrap_instance_fault: true, ..Decorators::default() }
     }
 
+    /// `@wrap_exception()` alone (`quiesce_instance`, `unquiesce_instance`).
+    pub fn wrap_exception(function: &str, call_args: Value) -> Self {
+        Decorators { wrap_exception: Some((function.to_owned(), call_args)), ..Decorators::default() }
+    }
+
     /// Runs the error path of this stack for `err`, innermost first.
-    pub async fn unwind(
-        &self,
-        m: &ComputeManager,
-        req: &Request,
-        instance: &mut Instance,
-        err: &ComputeError,
-        event: Option<EventReporter<'_>>,
-    ) {
+    pub async fn unwind(self, m: &ComputeManager, req: &Request, instance: &mut Instance, err: &ComputeError) {
         let exc = err.nova();
         if let Some(image_id) = &self.delete_image_on_error {
             delete_image(m, req, image_id).await;
@@ -80,18 +119,17 @@ impl Decorators {
         if self.wrap_instance_fault && !err.is_instance_not_found() {
             add_instance_fault(m, req, instance.uuid(), &exc).await;
         }
-        if let Some(event) = event {
+        if let Some(event) = self.wrap_instance_event {
             event.finish(Some(&exc)).await;
         }
-        if self.reverts_task_state {
-            if err.is_unexpected_task_state() {
-                info!("Task possibly preempted: {}", Chain(err));
-            } else {
-                revert_task_state(m, req, instance).await;
-            }
+        match self.reverts_task_state {
+            Some(_) if err.is_unexpected_task_state() => info!("Task possibly preempted: {}", Chain(err)),
+            Some(Revert::ToNone) => revert_task_state(m, req, instance).await,
+            Some(Revert::ToNoneFrom(state)) => reset_task_state_from(m, req, instance, state).await,
+            None => {}
         }
-        if let Some((function, call_args)) = &self.wrap_exception {
-            m.notifier.exception(&req.ctx, function, call_args.clone(), &exc).await;
+        if let Some((function, call_args)) = self.wrap_exception {
+            m.notifier.exception(&req.ctx, &function, call_args, &exc).await;
             warn!("{function} failed: {} ({})", Chain(err), exc.qualified_class());
         }
     }
@@ -100,7 +138,7 @@ impl Decorators {
 /// `compute_utils.delete_image`: `ImageNotFound` is fine, anything else logged.
 pub async fn delete_image(m: &ComputeManager, req: &Request, image_id: &str) {
     info!("Cleaning up image {image_id}");
-    match m.image_api.delete(&req.glance, image_id).await {
+    match m.image_api.delete(&req.auth, image_id).await {
         Ok(()) | Err(glance_client::GlanceError::ImageNotFound { .. }) => {}
         Err(e) => error!("Error while trying to clean up image {image_id}: {}", Chain(&e)),
     }
@@ -122,6 +160,15 @@ pub async fn revert_task_state(m: &ComputeManager, req: &Request, instance: &mut
         Ok(()) => {}
         Err(ConductorError::InstanceNotFound { .. }) => debug!("Instance disappeared while reverting its task state"),
         Err(e) => error!("Failed to revert task state for instance. Error: {}", Chain(&e)),
+    }
+}
+
+/// task_state None, compare-and-swap on `state` (the state read).
+async fn reset_task_state_from(m: &ComputeManager, req: &Request, instance: &mut Instance, state: TaskState) {
+    instance.set_task_state(None);
+    match instance.save(&m.conductor, &req.ctx, ExpectedTaskState::Is(Some(state))).await {
+        Ok(()) => warn!("Task state {} reset", state.as_str()),
+        Err(e) => error!("Cannot reset task state {}: {}", state.as_str(), Chain(&e)),
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use libvirt_snapshot::{
     DomainState, ImageFormat, Progress, ProgressFn, QuiescePolicy, SnapshotEngine, SnapshotError, SnapshotOutcome,
-    SnapshotRequest,
+    SnapshotRequest, SnapshotStrategy,
 };
 use nova_objects::PowerState;
 use tracing::debug;
@@ -28,8 +28,8 @@ pub struct ExtractedImage {
     pub format: ImageFormat,
     /// Its size in bytes.
     pub size: u64,
-    /// How it was taken, for the log line (`Backup`, `Mirror`, `Cold`).
-    pub strategy: String,
+    /// How it was taken.
+    pub strategy: SnapshotStrategy,
     /// How long the copy took.
     pub elapsed: Duration,
     /// How long the guest's filesystems were frozen, when they were.
@@ -39,17 +39,23 @@ pub struct ExtractedImage {
 }
 
 impl ExtractedImage {
-    /// An image at `path` whose files live as long as `keep`.
-    pub fn new(path: PathBuf, format: ImageFormat, size: u64, keep: Box<dyn Send + Sync>) -> Self {
-        let (strategy, elapsed, frozen) = (String::new(), Duration::ZERO, None);
-        ExtractedImage { path, format, size, strategy, elapsed, frozen, _keep: keep }
+    /// An image at `path`, taken with `strategy`, whose files live as long as `keep`.
+    pub fn new(
+        path: PathBuf,
+        format: ImageFormat,
+        size: u64,
+        strategy: SnapshotStrategy,
+        keep: Box<dyn Send + Sync>,
+    ) -> Self {
+        ExtractedImage { path, format, size, strategy, elapsed: Duration::ZERO, frozen: None, _keep: keep }
     }
 
     /// The line operators (and deploy/bench) read: `Snapshot extracted
     /// (Backup, qcow2, N bytes) in 2.52s, guest frozen 95 ms`.
     pub fn log_line(&self) -> String {
         let frozen = self.frozen.map(|d| format!(", guest frozen {} ms", d.as_millis())).unwrap_or_default();
-        let (strategy, format) = (&self.strategy, self.format.as_str());
+        // `Backup`, `Mirror`, `Cold`: the spelling the bench and operators' greps know.
+        let (strategy, format) = (format!("{:?}", self.strategy), self.format.as_str());
         format!(
             "Snapshot extracted ({strategy}, {format}, {} bytes) in {:.2}s{frozen}",
             self.size,
@@ -122,10 +128,9 @@ fn nova_power_state(state: DomainState) -> PowerState {
 
 fn extracted(outcome: SnapshotOutcome) -> Result<ExtractedImage, SnapshotError> {
     let size = outcome.image.size()?;
-    let (strategy, elapsed) = (format!("{:?}", outcome.strategy), outcome.elapsed);
-    let frozen = outcome.quiesce.as_ref().map(|w| w.duration);
-    let (path, format) = (outcome.image.path().to_owned(), outcome.image.format());
-    Ok(ExtractedImage { strategy, elapsed, frozen, ..ExtractedImage::new(path, format, size, Box::new(outcome)) })
+    let (elapsed, frozen) = (outcome.elapsed, outcome.quiesce.as_ref().map(|w| w.duration));
+    let (path, format, strategy) = (outcome.image.path().to_owned(), outcome.image.format(), outcome.strategy);
+    Ok(ExtractedImage { elapsed, frozen, ..ExtractedImage::new(path, format, size, strategy, Box::new(outcome)) })
 }
 
 impl VirtDriver for LibvirtDriver {
@@ -180,10 +185,15 @@ mod tests {
     #[test]
     fn the_extracted_line_keeps_the_shape_operators_and_the_bench_parse() {
         let image = ExtractedImage {
-            strategy: "Backup".into(),
             elapsed: Duration::from_millis(2520),
             frozen: Some(Duration::from_millis(95)),
-            ..ExtractedImage::new("/tmp/x".into(), ImageFormat::Qcow2, 823721984, Box::new(()))
+            ..ExtractedImage::new(
+                "/tmp/x".into(),
+                ImageFormat::Qcow2,
+                823721984,
+                SnapshotStrategy::Backup,
+                Box::new(()),
+            )
         };
         assert_eq!(
             image.log_line(),

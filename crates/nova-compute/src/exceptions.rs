@@ -36,6 +36,16 @@ pub enum ComputeError {
         /// The instance's uuid.
         instance_id: String,
     },
+    /// The snapshot job itself failed (a panic in its task): nova's
+    /// `InternalError`, so the cascade still runs.
+    #[error("the snapshot job of instance {instance_id} failed")]
+    JobFailed {
+        /// The instance's uuid.
+        instance_id: String,
+        /// Why the task ended.
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// A cast of a method this service does not serve (nova would have run
     /// it); recorded as `NotImplementedError` with this message.
     #[error("Operation {method} is not supported by this compute service (host {host})")]
@@ -143,6 +153,10 @@ impl ComputeError {
             ComputeError::Glance(e) => glance_exception(e),
             ComputeError::InstanceNotRunning { instance_id } => {
                 NovaException::new("InstanceNotRunning", self.to_string(), 400, json!({ "instance_id": instance_id }))
+            }
+            ComputeError::JobFailed { .. } => {
+                let message = error_chain(self);
+                NovaException::new("InternalError", message.clone(), 500, json!({ "err": message }))
             }
             // nova.exception-moduled so the fault keeps the message, not only the class name.
             ComputeError::NotSupported { .. } => NovaException {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use glance_client::{GlanceError, ImageMeta, ImageQuery, ImageUpdate, RequestContext as GlanceContext};
-use libvirt_snapshot::{ImageFormat, QuiescePolicy, SnapshotError, SnapshotRequest};
+use libvirt_snapshot::{ImageFormat, QuiescePolicy, SnapshotError, SnapshotRequest, SnapshotStrategy};
 use nova_objects::{
     ConductorCall, ConductorTransport, Instance, Notification, NotificationPolicy, NotificationSink, PayloadOptions,
     PowerState, RemoteFailure, RequestContext, TransportError,
@@ -259,13 +259,20 @@ pub struct FakeDriver {
     pub present: bool,
     /// What the next snapshot does: Ok writes a small image, Err fails.
     pub snapshot_error: Mutex<Option<SnapshotError>>,
+    /// The next snapshot panics (a bug in the engine or the service).
+    pub snapshot_panics: bool,
     /// Where images are written.
     pub dir: tempfile::TempDir,
 }
 
 impl Default for FakeDriver {
     fn default() -> Self {
-        FakeDriver { present: true, snapshot_error: Mutex::new(None), dir: tempfile::tempdir().unwrap() }
+        FakeDriver {
+            present: true,
+            snapshot_error: Mutex::new(None),
+            snapshot_panics: false,
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 }
 
@@ -292,12 +299,13 @@ impl VirtDriver for FakeDriver {
         _: BoxFuture<'static, ()>,
     ) -> BoxFuture<'_, Result<ExtractedImage, SnapshotError>> {
         Box::pin(async move {
+            assert!(!self.snapshot_panics, "the fake driver panics, as asked");
             if let Some(e) = self.snapshot_error.lock().unwrap().take() {
                 return Err(e);
             }
             let path: PathBuf = self.dir.path().join(&request.name);
             std::fs::write(&path, b"QFI\xfb fake image").unwrap();
-            Ok(ExtractedImage::new(path, ImageFormat::Qcow2, 14, Box::new(())))
+            Ok(ExtractedImage::new(path, ImageFormat::Qcow2, 14, SnapshotStrategy::Backup, Box::new(())))
         })
     }
 

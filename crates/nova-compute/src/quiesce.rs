@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use tracing::{info, warn, Instrument};
 
 use crate::context::Request;
+use crate::decorators::Decorators;
 use crate::exceptions::ComputeError;
 use crate::manager::ComputeManager;
 
@@ -26,7 +27,11 @@ const SNAPSHOT_POLL: Duration = Duration::from_millis(500);
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(300);
 
 /// `quiesce_instance`: the guest's filesystems frozen, or nova's reason why not.
-pub async fn quiesce_instance(m: &Arc<ComputeManager>, req: Request, instance: Instance) -> Result<Value, RemoteError> {
+pub async fn quiesce_instance(
+    m: &Arc<ComputeManager>,
+    req: Request,
+    mut instance: Instance,
+) -> Result<Value, RemoteError> {
     let span = req.span("quiesce_instance", instance.uuid());
     async {
         let image_meta = instance.image_meta();
@@ -49,10 +54,9 @@ pub async fn quiesce_instance(m: &Arc<ComputeManager>, req: Request, instance: I
             }
             Err(e) => {
                 let err = ComputeError::from(e);
-                let exc = err.nova();
-                m.notifier.exception(&req.ctx, "quiesce_instance", json!({"instance": instance.uuid()}), &exc).await;
-                warn!("Quiesce failed: {} ({})", exc.message, exc.qualified_class());
-                Err(exc.to_remote_error())
+                let args = json!({"instance": instance.uuid()});
+                Decorators::wrap_exception("quiesce_instance", args).unwind(m, &req, &mut instance, &err).await;
+                Err(err.nova().to_remote_error())
             }
         }
     }
@@ -62,7 +66,7 @@ pub async fn quiesce_instance(m: &Arc<ComputeManager>, req: Request, instance: I
 
 /// `unquiesce_instance`: after the volume snapshots in `mapping` are taken,
 /// the guest thawed.
-pub async fn unquiesce_instance(m: &Arc<ComputeManager>, req: Request, instance: Instance, mapping: Option<Value>) {
+pub async fn unquiesce_instance(m: &Arc<ComputeManager>, req: Request, mut instance: Instance, mapping: Option<Value>) {
     let span = req.span("unquiesce_instance", instance.uuid());
     async {
         if let Some(mapping) = &mapping {
@@ -71,9 +75,9 @@ pub async fn unquiesce_instance(m: &Arc<ComputeManager>, req: Request, instance:
         match m.driver.unquiesce(instance.uuid()).await {
             Ok(n) => info!("Instance unquiesced ({n} filesystems thawed)"),
             Err(e) => {
-                let exc = ComputeError::from(e).nova();
-                m.notifier.exception(&req.ctx, "unquiesce_instance", json!({"instance": instance.uuid()}), &exc).await;
-                warn!("Unquiesce failed: {} ({})", exc.message, exc.qualified_class());
+                let err = ComputeError::from(e);
+                let args = json!({"instance": instance.uuid()});
+                Decorators::wrap_exception("unquiesce_instance", args).unwind(m, &req, &mut instance, &err).await;
             }
         }
     }
@@ -110,7 +114,7 @@ async fn wait_for_snapshots_completion(m: &ComputeManager, req: &Request, mappin
 
 async fn wait_for_snapshot(m: &ComputeManager, req: &Request, id: &str) {
     loop {
-        match m.volume_api.snapshot_status(&req.glance, id).await {
+        match m.volume_api.snapshot_status(&req.auth, id).await {
             Ok(SnapshotStatus::Creating) => tokio::time::sleep(SNAPSHOT_POLL).await,
             Ok(status) => {
                 info!("Volume snapshot {id} is {status}");
@@ -130,7 +134,7 @@ mod tests {
     use crate::fakes::{vector_instance, FakeDriver, FakeImages, Fixture};
 
     fn req() -> Request {
-        Request { ctx: nova_objects::RequestContext::admin(), glance: glance_client::RequestContext::default() }
+        Request { ctx: nova_objects::RequestContext::admin(), auth: glance_client::RequestContext::default() }
     }
 
     #[tokio::test]

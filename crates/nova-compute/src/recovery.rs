@@ -35,7 +35,7 @@ pub struct RecoverySummary {
 /// Runs both recoveries; failures are logged, never fatal.
 pub async fn recover(m: &ComputeManager) -> RecoverySummary {
     let mut summary = RecoverySummary { journal_records: recover_journal(m).await, ..RecoverySummary::default() };
-    let req = Request { ctx: RequestContext::admin(), glance: glance_client::RequestContext::default() };
+    let req = Request { ctx: RequestContext::admin(), auth: glance_client::RequestContext::default() };
     let instances = match InstanceList::get_by_host(&m.conductor, &req.ctx, &m.host).await {
         Ok(i) => i,
         Err(e) => {
@@ -93,7 +93,7 @@ async fn reset_instance(m: &ComputeManager, req: &Request, mut instance: Instanc
 
 async fn delete_unfinished_images(m: &ComputeManager, req: &Request, uuid: &str) -> Vec<String> {
     let query = ImageQuery::new().filter("instance_uuid", uuid);
-    let images = match m.image_api.list(&req.glance, &query).await {
+    let images = match m.image_api.list(&req.auth, &query).await {
         Ok(i) => i,
         Err(e) => {
             warn!("Cannot list the images of instance {uuid}: {}", Chain(&e));
@@ -107,7 +107,7 @@ async fn delete_unfinished_images(m: &ComputeManager, req: &Request, uuid: &str)
         if !(unfinished && ours) {
             continue;
         }
-        match m.image_api.delete(&req.glance, &image.id).await {
+        match m.image_api.delete(&req.auth, &image.id).await {
             Ok(()) => {
                 info!("Deleted unfinished image {} ({}) left by an interrupted snapshot", image.id, image.status);
                 deleted.push(image.id);

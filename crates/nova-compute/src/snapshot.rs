@@ -72,8 +72,7 @@ pub async fn snapshot_instance(m: &Arc<ComputeManager>, req: Request, image_id: 
             Err(e) => {
                 let err = ComputeError::from(e);
                 let args = json!({"image_id": image_id, "instance": uuid});
-                let stack = Decorators::full("snapshot_instance", args, Some(&image_id));
-                stack.unwind(m, &req, &mut instance, &err, Some(event)).await;
+                Decorators::snapshot_instance(args, event, &image_id).unwind(m, &req, &mut instance, &err).await;
             }
         }
     }
@@ -82,16 +81,30 @@ pub async fn snapshot_instance(m: &Arc<ComputeManager>, req: Request, image_id: 
 }
 
 /// The claimed snapshot, under the snapshot limit and the instance's lock.
+/// The job runs in a task of its own so that even a panic in it unwinds
+/// through nova's decorators (image deleted, fault, task state reverted).
 fn spawn_snapshot(m: &Arc<ComputeManager>, req: &Request, image_id: String, mut instance: Instance) {
-    let mut tracked = m.inflight.track(format!("snapshot of {} into image {image_id}", instance.uuid()));
+    let tracked = m.inflight.track(format!("snapshot of {} into image {image_id}", instance.uuid()));
     let (m, req) = (m.clone(), req.clone());
+    let span = tracing::Span::current();
     let job = async move {
         let _permit = m.limits.snapshots.acquire().await;
         let _lock = m.limits.instances.lock(instance.uuid()).await;
-        let job = SnapshotJob::new(&m, &req, &image_id, TaskState::ImageSnapshot);
-        let _ = job.run(&mut instance, &mut tracked.abort).await;
+        let (jm, jreq, jimage, mut jinstance, mut abort) =
+            (m.clone(), req.clone(), image_id.clone(), instance.clone(), tracked.abort.clone());
+        let run = async move {
+            let job = SnapshotJob::new(&jm, &jreq, &jimage, TaskState::ImageSnapshot);
+            let _ = job.run(&mut jinstance, &mut abort).await;
+        };
+        if let Err(e) = tokio::spawn(run.instrument(tracing::Span::current())).await {
+            let err = ComputeError::JobFailed { instance_id: instance.uuid().to_owned(), source: e };
+            let args =
+                json!({"image_id": image_id, "instance": instance.uuid(), "expected_task_state": "image_snapshot"});
+            Decorators::_snapshot_instance(args, &image_id).unwind(&m, &req.elevated(), &mut instance, &err).await;
+        }
+        drop(tracked);
     };
-    tokio::spawn(job.instrument(tracing::Span::current()));
+    tokio::spawn(job.instrument(span));
 }
 
 /// One snapshot of one instance into one reserved image: nova's
@@ -136,9 +149,7 @@ impl<'a> SnapshotJob<'a> {
             "instance": instance.uuid(),
             "expected_task_state": self.started_from.as_str(),
         });
-        Decorators::full("_snapshot_instance", args, Some(self.image_id))
-            .unwind(self.m, &self.req, instance, &err, None)
-            .await;
+        Decorators::_snapshot_instance(args, self.image_id).unwind(self.m, &self.req, instance, &err).await;
         Err(err)
     }
 
@@ -154,7 +165,7 @@ impl<'a> SnapshotJob<'a> {
 
     /// The power state saved, the start notification sent.
     async fn prepare(&self, instance: &mut Instance) -> Result<(), ComputeError> {
-        let power_state = self.power_state(instance.uuid()).await;
+        let power_state = self.power_state(instance.uuid()).await?;
         instance.set_power_state(power_state);
         instance.save(&self.m.conductor, &self.req.ctx, ExpectedTaskState::Any).await?;
         info!("instance snapshotting");
@@ -169,15 +180,13 @@ impl<'a> SnapshotJob<'a> {
         Ok(())
     }
 
-    /// `_get_power_state`: the driver's state, `NOSTATE` when the domain is gone.
-    async fn power_state(&self, uuid: &str) -> PowerState {
+    /// `_get_power_state`: the driver's state, `NOSTATE` when the domain is
+    /// gone; any other driver error fails the snapshot, as in nova.
+    async fn power_state(&self, uuid: &str) -> Result<PowerState, ComputeError> {
         match self.m.driver.power_state(uuid).await {
-            Ok(state) => state,
-            Err(SnapshotError::DomainNotFound { .. }) => PowerState::NoState,
-            Err(e) => {
-                warn!("cannot read the power state: {}", Chain(&e));
-                PowerState::NoState
-            }
+            Ok(state) => Ok(state),
+            Err(SnapshotError::DomainNotFound { .. }) => Ok(PowerState::NoState),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -196,7 +205,7 @@ impl<'a> SnapshotJob<'a> {
             }
             other => other?,
         }
-        let reserved = self.m.image_api.get(&self.req.glance, self.image_id).await?;
+        let reserved = self.m.image_api.get(&self.req.auth, self.image_id).await?;
         debug!("snapshotting into image {} ({:?})", self.image_id, reserved.name);
         self.update_task_state(instance, TaskState::ImagePendingUpload, self.started_from).await?;
         self.update_task_state(instance, TaskState::ImageUploading, TaskState::ImagePendingUpload).await?;
@@ -252,9 +261,9 @@ impl<'a> SnapshotJob<'a> {
         let upload = async {
             let _disk_op = self.m.limits.disk_ops.acquire().await;
             // nova's `image_api.update(context, image_id, metadata, image_file)`.
-            self.m.image_api.update(&self.req.glance, self.image_id, &metadata).await?;
+            self.m.image_api.update(&self.req.auth, self.image_id, &metadata).await?;
             let started = Instant::now();
-            let uploaded = self.m.image_api.upload(&self.req.glance, self.image_id, &image.path).await?;
+            let uploaded = self.m.image_api.upload(&self.req.auth, self.image_id, &image.path).await?;
             info!(
                 "Snapshot image upload complete: image {} {} ({} bytes) in {:.2}s",
                 uploaded.id,
@@ -296,7 +305,7 @@ impl<'a> SnapshotJob<'a> {
     /// nova's "Instance disappeared during snapshot" cleanup: the image goes
     /// unless it already became active.
     async fn cleanup_unfinished_image(&self) {
-        let (ctx, image_id) = (&self.req.glance, self.image_id);
+        let (ctx, image_id) = (&self.req.auth, self.image_id);
         match self.m.image_api.get(ctx, image_id).await {
             Ok(image) if image.status == ImageStatus::Active => {}
             Ok(_) => {
@@ -358,7 +367,7 @@ mod tests {
     const IMAGE: &str = "3b5e0d4c-1111-4e0e-9d0a-000000000001";
 
     fn req() -> Request {
-        Request { ctx: nova_objects::RequestContext::admin(), glance: glance_client::RequestContext::default() }
+        Request { ctx: nova_objects::RequestContext::admin(), auth: glance_client::RequestContext::default() }
     }
 
     fn queued() -> FakeImages {
@@ -462,6 +471,19 @@ mod tests {
         );
         // The action event was finished when the job was spawned.
         assert_eq!(db.events.last(), Some(&("event_finish_with_failure".to_owned(), false)));
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_job_still_unwinds_through_the_decorators() {
+        let driver = FakeDriver { snapshot_panics: true, ..FakeDriver::default() };
+        let f = Fixture::new(Some("image_snapshot_pending"), queued(), driver);
+        snapshot(&f).await;
+        let db = f.db.lock().unwrap();
+        assert_eq!(db.task_state, None, "reverts_task_state");
+        assert_eq!(db.faults.len(), 1, "wrap_instance_fault");
+        assert!(db.faults[0].1.contains("snapshot job of instance"), "{:?}", db.faults);
+        assert_eq!(f.images.status(IMAGE), None, "delete_image_on_error");
+        assert!(f.event_types().contains(&"compute.exception".to_owned()));
     }
 
     #[tokio::test]

@@ -13,13 +13,13 @@
 use std::sync::Arc;
 
 use error_chain::Chain;
-use nova_objects::{ExpectedTaskState, Instance};
+use nova_objects::Instance;
 use oslo_messaging::{RemoteError, Unhandled};
 use serde_json::{json, Value};
-use tracing::{error, info, warn, Instrument};
+use tracing::{info, warn, Instrument};
 
 use crate::context::Request;
-use crate::decorators::Decorators;
+use crate::decorators::{Decorators, Revert};
 use crate::exceptions::ComputeError;
 use crate::manager::ComputeManager;
 
@@ -47,9 +47,10 @@ pub async fn unsupported(m: &Arc<ComputeManager>, req: Request, unhandled: Unhan
 }
 
 /// Reads the instance as it is now (nova-api may have set the task state
-/// after serializing it) and, if it is in a task state, resets it —
-/// compare-and-swap on the state read, so a concurrent change by someone
-/// else wins — and records the fault and the error notification.
+/// after serializing it) and, if it is in a task state, unwinds as nova's
+/// decorators would: a fault, the task state reset — compare-and-swap on
+/// the state read, so a concurrent change by someone else wins — and the
+/// error notification.
 async fn clean_up_after_cast(m: &ComputeManager, req: &Request, method: &str, instance: Instance) {
     let req = req.elevated();
     let mut current = match Instance::get_by_uuid(&m.conductor, &req.ctx, instance.uuid(), &[]).await {
@@ -63,18 +64,15 @@ async fn clean_up_after_cast(m: &ComputeManager, req: &Request, method: &str, in
         info!("Instance has no task state; nothing to reset after unsupported {method}");
         return;
     };
-    current.set_task_state(None);
-    match current.save(&m.conductor, &req.ctx, ExpectedTaskState::Is(Some(task_state))).await {
-        Ok(()) => warn!("Task state {} reset after unsupported {method}", task_state.as_str()),
-        Err(e) => error!("Cannot reset task state {} after unsupported {method}: {}", task_state.as_str(), Chain(&e)),
-    }
+    // nova's order: the fault first, then the task state, then the notifications.
     let err = ComputeError::NotSupported { method: method.to_owned(), host: m.host.clone() };
     let stack = Decorators {
         wrap_exception: Some((method.to_owned(), json!({"instance": current.uuid()}))),
+        reverts_task_state: Some(Revert::ToNoneFrom(task_state)),
         wrap_instance_fault: true,
         ..Decorators::default()
     };
-    stack.unwind(m, &req, &mut current, &err, None).await;
+    stack.unwind(m, &req, &mut current, &err).await;
 }
 
 #[cfg(test)]
@@ -85,7 +83,7 @@ mod tests {
     use crate::fakes::{vector_instance, FakeDriver, FakeImages, Fixture};
 
     fn req() -> Request {
-        Request { ctx: nova_objects::RequestContext::admin(), glance: glance_client::RequestContext::default() }
+        Request { ctx: nova_objects::RequestContext::admin(), auth: glance_client::RequestContext::default() }
     }
 
     fn unhandled(method: &str, reply_expected: bool) -> Unhandled {
