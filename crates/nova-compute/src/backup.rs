@@ -132,10 +132,6 @@ mod cascade {
     use super::*;
     use crate::fakes::{vector_instance, FakeDriver, FakeImages, Fixture};
 
-    fn req() -> Request {
-        Request { ctx: nova_objects::RequestContext::admin(), auth: glance_client::RequestContext::default() }
-    }
-
     /// Two older daily backups and the reserved image "b3" (ids sort by age).
     fn images() -> FakeImages {
         let daily = json!({"image_type": "backup", "backup_type": "daily"});
@@ -148,7 +144,7 @@ mod cascade {
 
     async fn backup(f: &Fixture, rotation: i64) {
         let request = BackupRequest { image_id: "b3".into(), backup_type: "daily".into(), rotation };
-        backup_instance(&f.m, req(), request, vector_instance()).await;
+        backup_instance(&f.m, Request::admin(), request, vector_instance()).await;
     }
 
     #[tokio::test]

@@ -26,6 +26,12 @@ impl Request {
         Request { ctx, auth }
     }
 
+    /// A request no user made (start-up recovery): the admin context, no
+    /// user token for Glance or Cinder.
+    pub fn admin() -> Self {
+        Request { ctx: RequestContext::admin(), auth: glance_client::RequestContext::default() }
+    }
+
     /// `context.elevated()`: admin for conductor calls, the same user token for Glance and Cinder.
     pub fn elevated(&self) -> Self {
         Request { ctx: self.ctx.elevated(), auth: self.auth.clone() }

@@ -133,10 +133,6 @@ mod tests {
     use super::*;
     use crate::fakes::{vector_instance, FakeDriver, FakeImages, Fixture};
 
-    fn req() -> Request {
-        Request { ctx: nova_objects::RequestContext::admin(), auth: glance_client::RequestContext::default() }
-    }
-
     #[tokio::test]
     async fn quiesce_without_an_agent_in_the_image_is_the_nova_class_the_api_expects() {
         let f = Fixture::new(None, FakeImages::default(), FakeDriver::default());
@@ -144,7 +140,7 @@ mod tests {
         let mut sysmeta = instance.primitive().get("system_metadata").unwrap().clone();
         sysmeta["image_hw_qemu_guest_agent"] = json!("no");
         instance.primitive_mut().set("system_metadata", sysmeta);
-        let err = quiesce_instance(&f.m, req(), instance).await.unwrap_err();
+        let err = quiesce_instance(&f.m, Request::admin(), instance).await.unwrap_err();
         assert_eq!((err.module.as_str(), err.class.as_str()), ("nova.exception", "QemuGuestAgentNotEnabled"));
         assert_eq!(f.event_types(), ["quiesce_instance", "compute.exception"]);
     }
@@ -152,9 +148,9 @@ mod tests {
     #[tokio::test]
     async fn quiesce_with_an_agent_freezes_and_unquiesce_waits_for_cinder_then_thaws() {
         let f = Fixture::new(None, FakeImages::default(), FakeDriver::default());
-        assert_eq!(quiesce_instance(&f.m, req(), vector_instance()).await.unwrap(), Value::Null);
+        assert_eq!(quiesce_instance(&f.m, Request::admin(), vector_instance()).await.unwrap(), Value::Null);
         let mapping = json!([{"source_type": "snapshot", "snapshot_id": "s1"}, {"source_type": "image"}]);
-        unquiesce_instance(&f.m, req(), vector_instance(), Some(mapping)).await;
+        unquiesce_instance(&f.m, Request::admin(), vector_instance(), Some(mapping)).await;
         assert!(f.event_types().is_empty(), "no error notification");
     }
 }

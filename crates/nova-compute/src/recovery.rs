@@ -14,7 +14,7 @@
 
 use error_chain::Chain;
 use glance_client::{ImageQuery, ImageStatus};
-use nova_objects::{ExpectedTaskState, Instance, InstanceList, RequestContext};
+use nova_objects::{ExpectedTaskState, Instance, InstanceList};
 use tracing::{error, info, warn};
 
 use crate::context::Request;
@@ -35,7 +35,7 @@ pub struct RecoverySummary {
 /// Runs both recoveries; failures are logged, never fatal.
 pub async fn recover(m: &ComputeManager) -> RecoverySummary {
     let mut summary = RecoverySummary { journal_records: recover_journal(m).await, ..RecoverySummary::default() };
-    let req = Request { ctx: RequestContext::admin(), auth: glance_client::RequestContext::default() };
+    let req = Request::admin();
     let instances = match InstanceList::get_by_host(&m.conductor, &req.ctx, &m.host).await {
         Ok(i) => i,
         Err(e) => {

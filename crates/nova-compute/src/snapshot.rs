@@ -366,16 +366,12 @@ mod tests {
 
     const IMAGE: &str = "3b5e0d4c-1111-4e0e-9d0a-000000000001";
 
-    fn req() -> Request {
-        Request { ctx: nova_objects::RequestContext::admin(), auth: glance_client::RequestContext::default() }
-    }
-
     fn queued() -> FakeImages {
         FakeImages::default().with(IMAGE, "queued", json!({}))
     }
 
     async fn snapshot(f: &Fixture) {
-        snapshot_instance(&f.m, req(), IMAGE.into(), vector_instance()).await;
+        snapshot_instance(&f.m, Request::admin(), IMAGE.into(), vector_instance()).await;
         assert!(f.m.inflight.wait_idle(Some(Duration::from_secs(10))).await, "the spawned job ends");
     }
 

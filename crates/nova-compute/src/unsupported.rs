@@ -82,10 +82,6 @@ mod tests {
     use super::*;
     use crate::fakes::{vector_instance, FakeDriver, FakeImages, Fixture};
 
-    fn req() -> Request {
-        Request { ctx: nova_objects::RequestContext::admin(), auth: glance_client::RequestContext::default() }
-    }
-
     fn unhandled(method: &str, reply_expected: bool) -> Unhandled {
         let mut args = Map::new();
         args.insert("instance".into(), vector_instance().to_primitive());
@@ -95,7 +91,7 @@ mod tests {
     #[tokio::test]
     async fn an_unsupported_call_is_answered_at_once_and_touches_nothing() {
         let f = Fixture::new(Some("rebooting"), FakeImages::default(), FakeDriver::default());
-        let err = unsupported(&f.m, req(), unhandled("get_console_output", true)).await.unwrap_err();
+        let err = unsupported(&f.m, Request::admin(), unhandled("get_console_output", true)).await.unwrap_err();
         assert_eq!(err.class, "NoSuchMethod");
         let db = f.db.lock().unwrap();
         assert!(db.saves.is_empty() && db.faults.is_empty());
@@ -105,7 +101,7 @@ mod tests {
     #[tokio::test]
     async fn an_unsupported_cast_resets_the_task_state_nova_api_set_and_says_why() {
         let f = Fixture::new(Some("rebooting"), FakeImages::default(), FakeDriver::default());
-        let _ = unsupported(&f.m, req(), unhandled("reboot_instance", false)).await;
+        let _ = unsupported(&f.m, Request::admin(), unhandled("reboot_instance", false)).await;
         let db = f.db.lock().unwrap();
         assert_eq!(db.task_state, None);
         assert_eq!(db.saves[0].1, Some(serde_json::json!("rebooting")), "compare-and-swap on the state read");
